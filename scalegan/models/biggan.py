@@ -1,0 +1,244 @@
+"""BigGAN (Brock, Donahue, Simonyan 2018, "Large Scale GAN Training for High Fidelity Natural Image Synthesis").
+
+Layout of BigGAN-PyTorch's ImageNet generator and discriminator (and of its CIFAR script at 32 px), which the
+TF-Hub ``biggan-128/256/512`` modules share: ch 96, hierarchical z, a shared 128-d class embedding, attention
+at 64x64. With ch 96 at 128 px this file gives exactly 70,433,988 G and 87,982,370 D trainable parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..sampling import SamplingMixin
+from .layers import (
+    ConditionalBatchNorm2d,
+    SelfAttention,
+    SNEmbedding,
+    SNLinear,
+    SqueezeExcite,
+    embed_classes,
+    init_weights,
+    sn_conv,
+)
+
+# Channel multipliers of ``ch`` per stage: (G in, G out); D: (in, out, downsample). D's first "in" is RGB.
+G_ARCH = {
+    32: ([4, 4, 4], [4, 4, 4]),
+    64: ([16, 16, 8, 4], [16, 8, 4, 2]),
+    128: ([16, 16, 8, 4, 2], [16, 8, 4, 2, 1]),
+    256: ([16, 16, 8, 8, 4, 2], [16, 8, 8, 4, 2, 1]),
+    512: ([16, 16, 8, 8, 4, 2, 1], [16, 8, 8, 4, 2, 1, 1]),
+}
+D_ARCH = {
+    32: ([0, 4, 4, 4], [4, 4, 4, 4], [True, True, False, False]),
+    64: ([0, 1, 2, 4, 8], [1, 2, 4, 8, 16], [True] * 4 + [False]),
+    128: ([0, 1, 2, 4, 8, 16], [1, 2, 4, 8, 16, 16], [True] * 5 + [False]),
+    256: ([0, 1, 2, 4, 8, 8, 16], [1, 2, 4, 8, 8, 16, 16], [True] * 6 + [False]),
+    # BigGAN-PyTorch has no 512 D: this one mirrors G's 512 stages by the same pattern.
+    512: ([0, 1, 1, 2, 4, 8, 8, 16], [1, 1, 2, 4, 8, 8, 16, 16], [True] * 7 + [False]),
+}
+
+
+@dataclass(frozen=True)
+class BigGANConfig:
+    """Architecture of a BigGAN G/D pair. Stored as ``config.json`` beside the weights."""
+
+    resolution: int = 128
+    n_classes: int = 1000  # 0 = unconditional
+    img_channels: int = 3
+    ch: int = 96  # G width multiplier
+    d_ch: int = 96  # D width multiplier
+    dim_z: int = 120
+    shared_dim: int = 128  # shared class embedding size; 0 = per-layer class embeddings in every BN (CIFAR)
+    hier: bool = True  # split z into one chunk per stage plus one for the first linear
+    g_attn: tuple[int, ...] = (64,)  # resolutions after which G applies self-attention
+    d_attn: tuple[int, ...] = (64,)
+    g_se: bool = False  # squeeze-and-excitation in every G block
+    d_se: bool = False
+    bn_eps: float = 1e-5
+    sn_eps: float = 1e-6
+    init: str = "ortho"  # "ortho" or "N02"
+
+    family = "biggan"
+
+    def __post_init__(self):
+        for name in ("g_attn", "d_attn"):
+            object.__setattr__(self, name, tuple(int(r) for r in getattr(self, name)))
+        if self.resolution not in G_ARCH:
+            raise ValueError(f"BigGAN resolution {self.resolution} unsupported: use one of {sorted(G_ARCH)}")
+        if self.img_channels not in (1, 3):
+            raise ValueError(f"img_channels must be 1 or 3, got {self.img_channels}")
+        if self.n_classes < 0:
+            raise ValueError("n_classes must be >= 0 (0 = unconditional)")
+        if self.hier and self.dim_z % (self.num_stages + 1):
+            raise ValueError(
+                f"hierarchical z needs dim_z divisible by {self.num_stages + 1} (stages + 1) at "
+                f"{self.resolution} px; got dim_z={self.dim_z}"
+            )
+        if self.hier and self.n_classes and not self.shared_dim:
+            raise ValueError("hierarchical z needs a shared class embedding (shared_dim > 0)")
+        if self.init not in ("ortho", "N02"):
+            raise ValueError(f"init must be 'ortho' or 'N02', got {self.init!r}")
+
+    @property
+    def num_stages(self) -> int:
+        return len(G_ARCH[self.resolution][0])
+
+    @property
+    def z_chunk(self) -> int:
+        return self.dim_z // (self.num_stages + 1) if self.hier else 0
+
+    def to_dict(self) -> dict:
+        return {"family": self.family, **dataclasses.asdict(self)}
+
+
+# --------------------------------------------------------------------------------------------- blocks
+class GBlock(nn.Module):
+    """``h = conv2(relu(bn2(conv1(up(relu(bn1(x))))))) + conv_sc(up(x))``, both BNs conditioned on ``c``."""
+
+    def __init__(self, in_ch: int, out_ch: int, bn_kwargs: dict, sn_eps: float, se: bool):
+        super().__init__()
+        self.bn1 = ConditionalBatchNorm2d(in_ch, **bn_kwargs)
+        self.conv1 = sn_conv(in_ch, out_ch, 3, sn_eps)
+        self.bn2 = ConditionalBatchNorm2d(out_ch, **bn_kwargs)
+        self.conv2 = sn_conv(out_ch, out_ch, 3, sn_eps)
+        self.conv_sc = sn_conv(in_ch, out_ch, 1, sn_eps)  # always learnable: every G block upsamples
+        self.se = SqueezeExcite(out_ch, sn_eps=sn_eps) if se else None
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        h = F.interpolate(F.relu(self.bn1(x, c)), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self.bn2(self.conv1(h), c)))
+        if self.se is not None:
+            h = self.se(h)
+        return h + self.conv_sc(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class DBlock(nn.Module):
+    """Pre-activation residual block; the first block skips the ReLU and pools before its shortcut conv."""
+
+    def __init__(self, in_ch: int, out_ch: int, downsample: bool, preactivation: bool, sn_eps: float, se: bool):
+        super().__init__()
+        self.downsample = downsample
+        self.preactivation = preactivation
+        self.conv1 = sn_conv(in_ch, out_ch, 3, sn_eps)
+        self.conv2 = sn_conv(out_ch, out_ch, 3, sn_eps)
+        self.conv_sc = sn_conv(in_ch, out_ch, 1, sn_eps) if (in_ch != out_ch or downsample) else None
+        self.se = SqueezeExcite(out_ch, sn_eps=sn_eps) if se else None
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.preactivation:
+            if self.conv_sc is not None:
+                x = self.conv_sc(x)
+            return F.avg_pool2d(x, 2) if self.downsample else x
+        if self.downsample:
+            x = F.avg_pool2d(x, 2)
+        return self.conv_sc(x) if self.conv_sc is not None else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(x) if self.preactivation else x
+        h = self.conv2(F.relu(self.conv1(h)))
+        if self.se is not None:
+            h = self.se(h)
+        if self.downsample:
+            h = F.avg_pool2d(h, 2)
+        return h + self.shortcut(x)
+
+
+# --------------------------------------------------------------------------------------------- G and D
+class Generator(SamplingMixin, nn.Module):
+    """BigGAN generator: ``G(z, y) -> images`` in [-1, 1], [N, img_channels, resolution, resolution]."""
+
+    def __init__(self, config: BigGANConfig):
+        super().__init__()
+        self.config = cfg = config
+        g_in, g_out = G_ARCH[cfg.resolution]
+        ch = cfg.ch
+        self.shared = nn.Embedding(cfg.n_classes, cfg.shared_dim) if (cfg.n_classes and cfg.shared_dim) else None
+        if cfg.n_classes and cfg.shared_dim:
+            bn_kwargs = dict(mode="linear", cond_dim=cfg.shared_dim + cfg.z_chunk)
+        elif cfg.n_classes:
+            bn_kwargs = dict(mode="embedding", n_classes=cfg.n_classes)
+        elif cfg.hier:
+            bn_kwargs = dict(mode="linear", cond_dim=cfg.z_chunk)
+        else:
+            bn_kwargs = dict(mode="none")
+        bn_kwargs.update(eps=cfg.bn_eps, sn_eps=cfg.sn_eps)
+
+        first_in = cfg.z_chunk if cfg.hier else cfg.dim_z
+        self.linear = SNLinear(first_in, g_in[0] * ch * 4 * 4, sn_eps=cfg.sn_eps)
+        self.blocks = nn.ModuleList()
+        self.attention = nn.ModuleDict()
+        for i, (cin, cout) in enumerate(zip(g_in, g_out)):
+            self.blocks.append(GBlock(cin * ch, cout * ch, bn_kwargs, cfg.sn_eps, cfg.g_se))
+            if 4 * 2 ** (i + 1) in cfg.g_attn:
+                self.attention[str(i)] = SelfAttention(cout * ch, cfg.sn_eps)
+        # BigGAN-PyTorch's output BN keeps eps 1e-5 whatever the blocks use.
+        self.output_bn = nn.BatchNorm2d(g_out[-1] * ch, eps=1e-5)
+        self.output_conv = sn_conv(g_out[-1] * ch, cfg.img_channels, 3, cfg.sn_eps)
+        init_weights(self, cfg.init)
+
+    def class_embedding(self, y: torch.Tensor) -> torch.Tensor:
+        """The shared class embedding of labels [N] or soft labels [N, n_classes]."""
+        return embed_classes(y, self.shared.weight)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.config
+        if z.dim() != 2 or z.shape[1] != cfg.dim_z:
+            raise ValueError(f"z must be [N, {cfg.dim_z}], got {list(z.shape)}")
+        if cfg.n_classes and y is None:
+            raise ValueError("this generator is class-conditional: pass y (class indices)")
+        embedding = self.class_embedding(y) if self.shared is not None else None
+        if cfg.hier:
+            z0, *chunks = z.split(cfg.z_chunk, dim=1)
+            conds = [zc if embedding is None else torch.cat([embedding, zc], 1) for zc in chunks]
+        else:
+            z0 = z
+            conds = [embedding if embedding is not None else y] * len(self.blocks)
+        h = self.linear(z0).view(z.shape[0], -1, 4, 4)  # [N, 16ch, 4, 4], channel-major
+        for i, block in enumerate(self.blocks):
+            h = block(h, conds[i])
+            if str(i) in self.attention:
+                h = self.attention[str(i)](h)
+        h = self.output_conv(F.relu(self.output_bn(h)))  # [N, C, H, W]
+        return torch.tanh(h)
+
+
+class Discriminator(nn.Module):
+    """BigGAN projection discriminator: ``D(x, y) -> logits`` [N]."""
+
+    def __init__(self, config: BigGANConfig):
+        super().__init__()
+        self.config = cfg = config
+        d_in, d_out, down = D_ARCH[cfg.resolution]
+        ch = cfg.d_ch
+        self.blocks = nn.ModuleList()
+        self.attention = nn.ModuleDict()
+        res = cfg.resolution
+        for i, (cin, cout, ds) in enumerate(zip(d_in, d_out, down)):
+            in_ch = cfg.img_channels if i == 0 else cin * ch
+            self.blocks.append(DBlock(in_ch, cout * ch, ds, i > 0, cfg.sn_eps, cfg.d_se))
+            res = res // 2 if ds else res
+            if res in cfg.d_attn:
+                self.attention[str(i)] = SelfAttention(cout * ch, cfg.sn_eps)
+        self.linear = SNLinear(d_out[-1] * ch, 1, sn_eps=cfg.sn_eps)
+        self.embed = SNEmbedding(cfg.n_classes, d_out[-1] * ch, sn_eps=cfg.sn_eps) if cfg.n_classes else None
+        init_weights(self, cfg.init)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = x
+        for i, block in enumerate(self.blocks):
+            h = block(h)
+            if str(i) in self.attention:
+                h = self.attention[str(i)](h)
+        h = F.relu(h).sum((2, 3))  # [N, C]: global sum pooling
+        out = self.linear(h).squeeze(1)  # [N]
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("this discriminator is class-conditional: pass y (class indices)")
+            out = out + (self.embed(y) * h).sum(1)
+        return out

@@ -1,0 +1,236 @@
+"""BigGAN-deep (Brock, Donahue, Simonyan 2018, appendix B): bottleneck residual blocks, identity skips.
+
+G follows DeepMind's TF-Hub BigGAN-deep modules as ported to ``pytorch-pretrained-biggan`` (50,388,609 trainable
+parameters at 128 px with its 128-channel RGB conv): the full ``cat([z, embed(y)])`` conditions every BN, the
+skip drops channels when a block shrinks them. D follows compare_gan's BigGAN-deep discriminator (34,590,210
+parameters at 128 px, ch 128): the skip adds channels with a 1x1 conv when a block grows them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..sampling import SamplingMixin
+from .layers import (
+    ConditionalBatchNorm2d,
+    SelfAttention,
+    SNEmbedding,
+    SNLinear,
+    SqueezeExcite,
+    embed_classes,
+    init_weights,
+    sn_conv,
+)
+
+# Channel multipliers of ``ch`` along the network; block k maps mult[k] -> mult[k + 1].
+# G blocks alternate (no resample, upsample); D blocks alternate (downsample, no resample).
+G_MULT = {
+    32: [4] * 8,
+    64: [16] * 4 + [8] * 2 + [4, 4, 2],
+    128: [16] * 4 + [8] * 2 + [4, 4, 2, 2, 1],
+    256: [16] * 4 + [8] * 4 + [4, 4, 2, 2, 1],
+    512: [16] * 4 + [8] * 4 + [4, 4, 2, 2, 1, 1, 1],
+}
+D_MULT = {
+    32: [2] * 8,
+    64: [2, 4, 4] + [8] * 2 + [16] * 4,
+    128: [1, 2, 2, 4, 4] + [8] * 2 + [16] * 4,
+    256: [1, 2, 2, 4, 4] + [8] * 4 + [16] * 4,
+    512: [1, 1, 1, 2, 2, 4, 4] + [8] * 4 + [16] * 4,
+}
+
+
+@dataclass(frozen=True)
+class BigGANDeepConfig:
+    """Architecture of a BigGAN-deep G/D pair. Stored as ``config.json`` beside the weights."""
+
+    resolution: int = 128
+    n_classes: int = 1000  # 0 = unconditional
+    img_channels: int = 3
+    ch: int = 128
+    d_ch: int = 128
+    dim_z: int = 128
+    shared_dim: int = 128  # class embedding: Linear(n_classes -> shared_dim) of a one-hot, no bias, no SN
+    rgb_channels: int = 0  # output conv width before keeping the first img_channels; 0 = img_channels
+    g_attn: tuple[int, ...] = (64,)
+    d_attn: tuple[int, ...] = (64,)
+    g_se: bool = False
+    d_se: bool = False
+    bn_eps: float = 1e-4
+    sn_eps: float = 1e-4
+    init: str = "ortho"
+
+    family = "biggan-deep"
+
+    def __post_init__(self):
+        for name in ("g_attn", "d_attn"):
+            object.__setattr__(self, name, tuple(int(r) for r in getattr(self, name)))
+        if self.resolution not in G_MULT:
+            raise ValueError(f"BigGAN-deep resolution {self.resolution} unsupported: use one of {sorted(G_MULT)}")
+        if self.img_channels not in (1, 3):
+            raise ValueError(f"img_channels must be 1 or 3, got {self.img_channels}")
+        if self.n_classes < 0:
+            raise ValueError("n_classes must be >= 0 (0 = unconditional)")
+        if self.n_classes and not self.shared_dim:
+            raise ValueError("a class-conditional BigGAN-deep needs shared_dim > 0")
+        if self.rgb_channels and self.rgb_channels < self.img_channels:
+            raise ValueError("rgb_channels must be 0 or >= img_channels")
+        if self.init not in ("ortho", "N02"):
+            raise ValueError(f"init must be 'ortho' or 'N02', got {self.init!r}")
+
+    @property
+    def cond_dim(self) -> int:
+        return self.dim_z + (self.shared_dim if self.n_classes else 0)
+
+    def to_dict(self) -> dict:
+        return {"family": self.family, **dataclasses.asdict(self)}
+
+
+# --------------------------------------------------------------------------------------------- blocks
+class GBlockDeep(nn.Module):
+    """Bottleneck block: 4 x (cond BN, ReLU, conv) with 1x1 -> 3x3 -> 3x3 -> 1x1; skip keeps the first channels."""
+
+    def __init__(self, in_ch: int, out_ch: int, upsample: bool, cond_dim: int, bn_mode: str, bn_eps: float,
+                 sn_eps: float, se: bool):
+        super().__init__()
+        mid = in_ch // 4
+        self.upsample, self.out_ch = upsample, out_ch
+        bn = dict(mode=bn_mode, cond_dim=cond_dim, eps=bn_eps, sn_eps=sn_eps)
+        self.bn0, self.conv0 = ConditionalBatchNorm2d(in_ch, **bn), sn_conv(in_ch, mid, 1, sn_eps)
+        self.bn1, self.conv1 = ConditionalBatchNorm2d(mid, **bn), sn_conv(mid, mid, 3, sn_eps)
+        self.bn2, self.conv2 = ConditionalBatchNorm2d(mid, **bn), sn_conv(mid, mid, 3, sn_eps)
+        self.bn3, self.conv3 = ConditionalBatchNorm2d(mid, **bn), sn_conv(mid, out_ch, 1, sn_eps)
+        self.se = SqueezeExcite(out_ch, sn_eps=sn_eps) if se else None
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        h = self.conv0(F.relu(self.bn0(x, c)))
+        h = F.relu(self.bn1(h, c))
+        if self.upsample:
+            h = F.interpolate(h, scale_factor=2, mode="nearest")
+        h = self.conv1(h)
+        h = self.conv2(F.relu(self.bn2(h, c)))
+        h = self.conv3(F.relu(self.bn3(h, c)))
+        if self.se is not None:
+            h = self.se(h)
+        skip = x[:, : self.out_ch]
+        if self.upsample:
+            skip = F.interpolate(skip, scale_factor=2, mode="nearest")
+        return h + skip
+
+
+class DBlockDeep(nn.Module):
+    """Pre-activation bottleneck block; the skip is pooled and grows channels with a 1x1 conv when needed."""
+
+    def __init__(self, in_ch: int, out_ch: int, downsample: bool, sn_eps: float, se: bool):
+        super().__init__()
+        mid = max(in_ch, out_ch) // 4
+        self.downsample = downsample
+        self.conv0 = sn_conv(in_ch, mid, 1, sn_eps)
+        self.conv1 = sn_conv(mid, mid, 3, sn_eps)
+        self.conv2 = sn_conv(mid, mid, 3, sn_eps)
+        self.conv3 = sn_conv(mid, out_ch, 1, sn_eps)
+        self.conv_add = sn_conv(in_ch, out_ch - in_ch, 1, sn_eps) if out_ch > in_ch else None
+        if out_ch < in_ch:
+            raise ValueError("BigGAN-deep D blocks never shrink channels")
+        self.se = SqueezeExcite(out_ch, sn_eps=sn_eps) if se else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv0(F.relu(x))
+        h = self.conv1(F.relu(h))
+        h = self.conv2(F.relu(h))
+        h = F.relu(h)
+        if self.downsample:
+            h = F.avg_pool2d(h, 2)
+        h = self.conv3(h)
+        if self.se is not None:
+            h = self.se(h)
+        skip = F.avg_pool2d(x, 2) if self.downsample else x
+        if self.conv_add is not None:
+            skip = torch.cat([skip, self.conv_add(skip)], 1)
+        return h + skip
+
+
+# --------------------------------------------------------------------------------------------- G and D
+class GeneratorDeep(SamplingMixin, nn.Module):
+    """BigGAN-deep generator: ``G(z, y) -> images`` in [-1, 1]."""
+
+    def __init__(self, config: BigGANDeepConfig):
+        super().__init__()
+        self.config = cfg = config
+        mult, ch = G_MULT[cfg.resolution], cfg.ch
+        # Stored as a Linear weight [shared_dim, n_classes], the layout of the official port's `embeddings`.
+        self.embeddings = nn.Linear(cfg.n_classes, cfg.shared_dim, bias=False) if cfg.n_classes else None
+        self.linear = SNLinear(cfg.cond_dim, 4 * 4 * mult[0] * ch, sn_eps=cfg.sn_eps)
+        self.blocks = nn.ModuleList()
+        self.attention = nn.ModuleDict()
+        res = 4
+        for k in range(len(mult) - 1):
+            up = k % 2 == 1
+            self.blocks.append(GBlockDeep(mult[k] * ch, mult[k + 1] * ch, up, cfg.cond_dim, "linear",
+                                          cfg.bn_eps, cfg.sn_eps, cfg.g_se))
+            res = res * 2 if up else res
+            if up and res in cfg.g_attn:
+                self.attention[str(k)] = SelfAttention(mult[k + 1] * ch, cfg.sn_eps)
+        self.output_bn = nn.BatchNorm2d(mult[-1] * ch, eps=cfg.bn_eps)
+        self.output_conv = sn_conv(mult[-1] * ch, cfg.rgb_channels or cfg.img_channels, 3, cfg.sn_eps)
+        init_weights(self, cfg.init)
+
+    def class_embedding(self, y: torch.Tensor) -> torch.Tensor:
+        """The class embedding of labels [N] or soft labels [N, n_classes]."""
+        return embed_classes(y, self.embeddings.weight.t())
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.config
+        if z.dim() != 2 or z.shape[1] != cfg.dim_z:
+            raise ValueError(f"z must be [N, {cfg.dim_z}], got {list(z.shape)}")
+        if cfg.n_classes and y is None:
+            raise ValueError("this generator is class-conditional: pass y (class indices)")
+        cond = torch.cat([z, self.class_embedding(y).to(z.dtype)], 1) if cfg.n_classes else z  # [N, cond_dim]
+        h = self.linear(cond).view(z.shape[0], 4, 4, -1).permute(0, 3, 1, 2)  # NHWC seed, as the TF weights
+        for k, block in enumerate(self.blocks):
+            h = block(h, cond)
+            if str(k) in self.attention:
+                h = self.attention[str(k)](h)
+        h = self.output_conv(F.relu(self.output_bn(h)))[:, : cfg.img_channels]  # [N, C, H, W]
+        return torch.tanh(h)
+
+
+class DiscriminatorDeep(nn.Module):
+    """BigGAN-deep projection discriminator: ``D(x, y) -> logits`` [N]."""
+
+    def __init__(self, config: BigGANDeepConfig):
+        super().__init__()
+        self.config = cfg = config
+        mult, ch = D_MULT[cfg.resolution], cfg.d_ch
+        self.input_conv = sn_conv(cfg.img_channels, mult[0] * ch, 3, cfg.sn_eps)
+        self.blocks = nn.ModuleList()
+        self.attention = nn.ModuleDict()
+        res = cfg.resolution
+        for k in range(len(mult) - 1):
+            down = k % 2 == 0
+            self.blocks.append(DBlockDeep(mult[k] * ch, mult[k + 1] * ch, down, cfg.sn_eps, cfg.d_se))
+            res = res // 2 if down else res
+            if not down and res in cfg.d_attn:
+                self.attention[str(k)] = SelfAttention(mult[k + 1] * ch, cfg.sn_eps)
+        self.linear = SNLinear(mult[-1] * ch, 1, sn_eps=cfg.sn_eps)
+        self.embed = SNEmbedding(cfg.n_classes, mult[-1] * ch, sn_eps=cfg.sn_eps) if cfg.n_classes else None
+        init_weights(self, cfg.init)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.input_conv(x)
+        for k, block in enumerate(self.blocks):
+            h = block(h)
+            if str(k) in self.attention:
+                h = self.attention[str(k)](h)
+        h = F.relu(h).sum((2, 3))  # [N, C]
+        out = self.linear(h).squeeze(1)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("this discriminator is class-conditional: pass y (class indices)")
+            out = out + (self.embed(y) * h).sum(1)
+        return out

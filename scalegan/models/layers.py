@@ -1,0 +1,201 @@
+"""Layers shared by the BigGAN family: spectral norm, conditional batch norm, self-attention, SE.
+
+Spectral norm follows BigGAN-PyTorch (Brock et al. 2018): the left singular vector ``u`` [1, out] is a
+buffer; every forward computes one power iteration from the stored ``u`` and divides the weight (reshaped
+[out, -1]) by the resulting estimate of the largest singular value. Only training-mode forwards write the
+new ``u`` back (and record ``sv``), so eval-mode outputs do not change from call to call. The power
+iteration always runs in float32, outside autocast.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SpectralNorm:
+    """Mixin for modules with a ``weight``: adds the ``u`` / ``sv`` buffers and ``sn_weight()``."""
+
+    def _init_sn(self, eps: float) -> None:
+        self.sn_eps = eps
+        out = self.weight.shape[0]
+        self.register_buffer("u", torch.randn(1, out))
+        self.register_buffer("sv", torch.ones(1))
+
+    def sn_weight(self) -> torch.Tensor:
+        """The weight divided by its estimated spectral norm (one power iteration from ``u``)."""
+        weight = self.weight
+        w_mat = weight.float().reshape(weight.shape[0], -1)  # [out, in*k*k]
+        with torch.autocast(weight.device.type, enabled=False):
+            with torch.no_grad():
+                v = F.normalize(self.u.float() @ w_mat, dim=1, eps=self.sn_eps)  # [1, in*k*k]
+                u = F.normalize(v @ w_mat.t(), dim=1, eps=self.sn_eps)  # [1, out]
+                if self.training:
+                    self.u.copy_(u)
+            sv = ((v @ w_mat.t()) @ u.t()).squeeze()  # gradient flows through w_mat, as in the paper
+            if self.training:
+                self.sv.copy_(sv.detach())
+            return (weight.float() / sv).to(weight.dtype)
+
+
+class SNConv2d(nn.Conv2d, SpectralNorm):
+    """Conv2d with BigGAN-style spectral normalisation."""
+
+    def __init__(self, *args, sn_eps: float = 1e-6, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_sn(sn_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.sn_weight(), self.bias)
+
+
+class SNLinear(nn.Linear, SpectralNorm):
+    """Linear layer with BigGAN-style spectral normalisation."""
+
+    def __init__(self, *args, sn_eps: float = 1e-6, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_sn(sn_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.sn_weight(), self.bias)
+
+
+class SNEmbedding(nn.Embedding, SpectralNorm):
+    """Embedding with BigGAN-style spectral normalisation (the projection discriminator's class table)."""
+
+    def __init__(self, *args, sn_eps: float = 1e-6, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_sn(sn_eps)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return embed_classes(y, self.sn_weight())
+
+
+def embed_classes(y: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rows of ``table`` [n_classes, dim] for class indices ``y`` [N], or a mix for soft labels [N, n_classes].
+
+    Soft labels (float) let callers interpolate between classes with the same code path.
+    """
+    if y.is_floating_point():
+        return y.to(table.dtype) @ table
+    return F.embedding(y, table)
+
+
+def sn_conv(in_ch: int, out_ch: int, kernel: int, eps: float, bias: bool = True) -> SNConv2d:
+    """A spectrally normalised conv with 'same' padding."""
+    return SNConv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias, sn_eps=eps)
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm without affine, then ``x * (1 + gain(c)) + bias(c)``.
+
+    ``mode``:
+      - ``"linear"``: gain and bias are SN-Linear layers (no bias) of a conditioning vector ``c`` [N, cond_dim]
+        (BigGAN with a shared class embedding, optionally with a z chunk; BigGAN-deep).
+      - ``"embedding"``: gain and bias are per-class embedding tables of the class labels ``c`` [N] (or soft
+        labels [N, n_classes]): the BigGAN-PyTorch CIFAR script's per-layer class embeddings.
+      - ``"none"``: plain learned affine (unconditional G without hierarchical z).
+    The ``1 +`` keeps the layer an identity at init (compare_gan lacked it).
+    """
+
+    def __init__(self, num_features: int, mode: str, cond_dim: int = 0, n_classes: int = 0,
+                 eps: float = 1e-5, sn_eps: float = 1e-6, momentum: float | None = 0.1):
+        super().__init__()
+        self.mode = mode
+        self.eps = eps
+        self.momentum = momentum
+        if mode == "linear":
+            self.gain = SNLinear(cond_dim, num_features, bias=False, sn_eps=sn_eps)
+            self.bias = SNLinear(cond_dim, num_features, bias=False, sn_eps=sn_eps)
+        elif mode == "embedding":
+            self.gain = nn.Embedding(n_classes, num_features)
+            self.bias = nn.Embedding(n_classes, num_features)
+        elif mode == "none":
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+        else:
+            raise ValueError(f"unknown conditional BN mode {mode!r}")
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
+
+    def reset_running_stats(self) -> None:
+        self.running_mean.zero_()
+        self.running_var.fill_(1)
+        self.num_batches_tracked.zero_()
+
+    def _momentum(self) -> float:
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        if self.momentum is None:  # cumulative average: used for "standing statistics"
+            return 1.0 / float(self.num_batches_tracked.clamp(min=1))
+        return self.momentum
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        momentum = self._momentum()
+        out = F.batch_norm(x, self.running_mean, self.running_var, None, None, self.training, momentum, self.eps)
+        if self.mode == "none":
+            return out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        if self.mode == "linear":
+            gain, bias = self.gain(c), self.bias(c)
+        else:
+            gain, bias = embed_classes(c, self.gain.weight), embed_classes(c, self.bias.weight)
+        return out * (1 + gain[:, :, None, None]) + bias[:, :, None, None]
+
+
+class SelfAttention(nn.Module):
+    """SAGAN self-attention as released with BigGAN: keys and values max-pooled 2x2, output ``x + gamma * o``."""
+
+    def __init__(self, ch: int, sn_eps: float = 1e-6):
+        super().__init__()
+        self.ch = ch
+        self.theta = sn_conv(ch, ch // 8, 1, sn_eps, bias=False)
+        self.phi = sn_conv(ch, ch // 8, 1, sn_eps, bias=False)
+        self.g = sn_conv(ch, ch // 2, 1, sn_eps, bias=False)
+        self.o = sn_conv(ch // 2, ch, 1, sn_eps, bias=False)
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        theta = self.theta(x).flatten(2).transpose(1, 2)  # [N, HW, C/8]
+        phi = F.max_pool2d(self.phi(x), 2).flatten(2).transpose(1, 2)  # [N, HW/4, C/8]
+        g = F.max_pool2d(self.g(x), 2).flatten(2).transpose(1, 2)  # [N, HW/4, C/2]
+        # softmax(theta phi^T) g without the 1/sqrt(d) scaling, as in SAGAN.
+        o = F.scaled_dot_product_attention(theta, phi, g, scale=1.0)  # [N, HW, C/2]
+        o = o.transpose(1, 2).reshape(n, c // 2, h, w)
+        return x + self.gamma * self.o(o)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel attention (squeeze-and-excitation): ``x * sigmoid(W2 relu(W1 mean_hw(x)))``."""
+
+    def __init__(self, ch: int, reduction: int = 16, sn_eps: float = 1e-6):
+        super().__init__()
+        hidden = max(ch // reduction, 4)
+        self.fc1 = SNLinear(ch, hidden, sn_eps=sn_eps)
+        self.fc2 = SNLinear(hidden, ch, sn_eps=sn_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3))))))  # [N, C]
+        return x * s[:, :, None, None]
+
+
+def init_weights(module: nn.Module, style: str) -> None:
+    """BigGAN init: orthogonal (ImageNet scripts) or N(0, 0.02) (CIFAR script) for conv/linear/embedding weights.
+
+    Biases, BN affine parameters and attention ``gamma`` keep their defaults.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            if style == "ortho":
+                nn.init.orthogonal_(m.weight)
+            elif style == "N02":
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            else:
+                raise ValueError(f"unknown init {style!r}: use 'ortho' or 'N02'")
+
+
+def batch_norms(module: nn.Module) -> list[nn.Module]:
+    """Every batch-norm layer (conditional or plain) in ``module``."""
+    return [m for m in module.modules() if isinstance(m, (ConditionalBatchNorm2d, nn.BatchNorm2d))]
