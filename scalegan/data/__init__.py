@@ -1,0 +1,18 @@
+"""Datasets: IDX (MNIST, Fashion-MNIST), CIFAR pickles, image folders and prepared `.npz` arrays.
+
+`open_dataset(spec)` is the entry point; every dataset it returns is an `ImageDataset` that yields float32
+`[C, H, W]` images in [-1, 1] and int64 class labels.
+"""
+
+from .base import DatasetError, ImageDataset, TensorImageDataset
+from .datasets import open_dataset
+from .folder import FolderImageDataset, UnreadableImageWarning
+
+__all__ = [
+    "DatasetError",
+    "FolderImageDataset",
+    "ImageDataset",
+    "TensorImageDataset",
+    "UnreadableImageWarning",
+    "open_dataset",
+]
