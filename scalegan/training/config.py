@@ -1,0 +1,90 @@
+"""The training configuration: one dataclass; every field is a ``scalegan train`` flag with its help text."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Resolution order: these defaults < the preset's ``train`` values < a config file
+    < command-line flags. The resolved config is written to ``RUN/train_config.json``."""
+
+    model: str = _f("biggan-fmnist", "model preset name (see `scalegan info --list`)")
+    model_overrides: dict = _f({}, "model config fields to change, e.g. {\"ch\": 48}; CLI: --set ch=48")
+    data: str = _f("fashion-mnist", "dataset: fashion-mnist, mnist, cifar10:DIR, cifar100:DIR, folder:DIR, "
+                   "npz:FILE, idx:DIR, or a path (auto-detected)")
+    data_root: str | None = _f(None, "directory of the dataset files when --data names a dataset")
+    out_dir: str = _f("runs/demo", "run folder: checkpoints, samples, logs")
+    iterations: int = _f(2000, "number of G updates")
+    batch_size: int = _f(64, "images per D/G batch (per accumulation step)")
+    n_d_steps: int = _f(2, "D updates per G update")
+    num_accumulations: int = _f(1, "gradient accumulation steps per D and G update (effective batch = "
+                                "batch_size * num_accumulations)")
+    lr_g: float = _f(2e-4, "G learning rate")
+    lr_d: float = _f(2e-4, "D learning rate")
+    beta1: float = _f(0.0, "Adam beta1")
+    beta2: float = _f(0.999, "Adam beta2")
+    adam_eps: float = _f(1e-6, "Adam epsilon")
+    loss: str = _f("hinge", "GAN loss: hinge, or ce (cross-entropy of the original GAN, non-saturating G)")
+    g_ortho: float = _f(0.0, "orthogonal regularization strength for G (BigGAN: 1e-4); 0 = off")
+    d_ortho: float = _f(0.0, "orthogonal regularization strength for D; 0 = off")
+    ema: bool = _f(True, "keep an exponential moving average of G (weights and BN buffers)")
+    ema_decay: float = _f(0.999, "EMA decay")
+    ema_start: int = _f(500, "iteration at which EMA averaging starts (before: a plain copy of G)")
+    standing_stats: int = _f(0, "before saving the sampling generator, recompute its BN statistics over "
+                             "this many generated batches; 0 = off")
+    seed: int = _f(0, "seed for initialisation, data order and noise")
+    bf16: bool = _f(False, "bf16 autocast for G and D forward/backward (CPU AMX or CUDA); losses, BN "
+                    "statistics, spectral norm and optimizer state stay float32")
+    channels_last: bool = _f(False, "channels_last memory format (faster convolutions with bf16 on CPU)")
+    device: str = _f("cpu", "torch device: cpu, cuda, cuda:1, ...")
+    num_workers: int = _f(0, "data-loader worker processes for image folders (in-memory datasets need none)")
+    log_every: int = _f(50, "iterations between log lines (JSONL + TensorBoard)")
+    sample_every: int = _f(500, "iterations between sample grids (samples/iter_NNNNNN.png); 0 = off")
+    ckpt_every: int = _f(1000, "iterations between checkpoints (and one at the end); 0 = only at the end")
+    keep_checkpoints: int = _f(2, "how many checkpoints to keep")
+    sample_truncation: float | None = _f(None, "truncation threshold for the periodic sample grids")
+    time_budget: float = _f(0.0, "stop (with a checkpoint) after this many seconds of training; 0 = no limit")
+    tensorboard: bool = _f(True, "write TensorBoard event files to RUN/logs/")
+    progress: bool = _f(True, "show a progress bar")
+    resume: bool = _f(False, "continue the run in out_dir from its latest checkpoint")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}; see `scalegan train --help`")
+        return cls(**data)
+
+    @classmethod
+    def from_preset(cls, model: str, **overrides) -> TrainConfig:
+        """Defaults, then the preset's training values, then ``overrides``."""
+        from ..registry import get_preset
+
+        return cls.from_dict({"model": model, **get_preset(model).get("train", {}), **overrides})
+
+    def validate(self) -> None:
+        from ..losses import LOSSES
+
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        for name in ("iterations", "batch_size", "n_d_steps", "num_accumulations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr_g", "lr_d"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError("ema_decay must be in [0, 1)")

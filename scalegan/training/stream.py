@@ -1,0 +1,53 @@
+"""An endless, resumable stream of shuffled batches.
+
+Epoch ``e`` uses the permutation drawn from ``seed`` and ``e`` alone, so the position (epoch, batch) is all
+a checkpoint needs to continue the exact same data order.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+
+class BatchStream:
+    def __init__(self, dataset, batch_size: int, seed: int, num_workers: int = 0, epoch: int = 0, pos: int = 0):
+        if len(dataset) < batch_size:
+            raise ValueError(f"the dataset has {len(dataset)} images, fewer than one batch of {batch_size}: "
+                             "lower --batch-size")
+        self.dataset, self.batch_size, self.seed, self.num_workers = dataset, batch_size, seed, num_workers
+        self.epoch, self.pos = epoch, pos
+        self.batches_per_epoch = len(dataset) // batch_size
+        self._iter = None
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.dataset), generator=g)
+
+    def _start_epoch(self) -> None:
+        order = self._order(self.epoch)
+        bs = self.batch_size
+        batches = [order[i * bs:(i + 1) * bs] for i in range(self.pos, self.batches_per_epoch)]
+        tensors = getattr(self.dataset, "tensors", None)
+        if tensors is not None:
+            images, labels = tensors
+            self._iter = ((images[b].float().div_(127.5).sub_(1), labels[b]) for b in batches)
+        else:
+            loader = DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches],
+                                num_workers=self.num_workers, persistent_workers=False)
+            self._iter = iter(loader)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pos >= self.batches_per_epoch:
+            self.epoch, self.pos, self._iter = self.epoch + 1, 0, None
+        if self._iter is None:
+            self._start_epoch()
+        x, y = next(self._iter)
+        self.pos += 1
+        return x, y
