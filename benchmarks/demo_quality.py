@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from common import emit, log, machine
 
 from scalegan.data import open_dataset
 from scalegan.metrics.classifier import (
@@ -39,33 +38,6 @@ CLASSIFIER_BAR = 0.90
 CONSISTENCY_TARGET = 0.8
 # Written beside the classifier weights so that a later run that only loads them can still report them.
 TRAIN_INFO = "train_info.json"
-
-
-def emit(record: dict) -> None:
-    print(json.dumps(record), flush=True)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def machine(device: str) -> str:
-    """CPU model and core count (plus the GPU name when measuring on one)."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    text = (
-        f"{model}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
-    )
-    if torch.device(device).type == "cuda":
-        text += f", {torch.cuda.get_device_name(torch.device(device))}"
-    return text
 
 
 def classifier_step(args: argparse.Namespace):

@@ -86,7 +86,8 @@ def resolve_class(name: str | int, class_names: Sequence[str] | None, n_classes:
         raise ValueError(f"class {name!r}: this model has no class names, use an index 0..{n_classes - 1}")
     close = difflib.get_close_matches(key, lowered, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(names[lowered.index(c)]) for c in close)}?" if close else ""
-    raise ValueError(f"unknown class {name!r}{hint} (classes: {', '.join(names[:20])}{'...' if len(names) > 20 else ''})")
+    shown = ", ".join(names[:20]) + ("..." if len(names) > 20 else "")
+    raise ValueError(f"unknown class {name!r}{hint} (classes: {shown})")
 
 
 class SamplingMixin:
@@ -132,7 +133,7 @@ def standing_stats(G: torch.nn.Module, n_batches: int = 16, batch_size: int = 64
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average
-        bn.train()
+        bn.training = True  # this BN only: its SN gain/bias layers stay in eval mode
     generator = torch.Generator().manual_seed(seed)
     device = next(G.parameters()).device
     cfg = G.config

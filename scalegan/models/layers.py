@@ -149,6 +149,9 @@ class SelfAttention(nn.Module):
 
     def __init__(self, ch: int, sn_eps: float = 1e-6):
         super().__init__()
+        if ch < 8:
+            raise ValueError(f"self-attention needs >= 8 channels, got {ch}: raise ch / d_ch or move the attention "
+                             "resolution (g_attn / d_attn)")
         self.ch = ch
         self.theta = sn_conv(ch, ch // 8, 1, sn_eps, bias=False)
         self.phi = sn_conv(ch, ch // 8, 1, sn_eps, bias=False)

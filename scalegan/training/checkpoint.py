@@ -27,10 +27,14 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, modules: dict[str, nn
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    for key, module in modules.items():
-        save_state_dict(module, tmp / f"{key}.safetensors", {"step": step})
-    write_config(tmp, model_config, step=step, **config_extra)
-    torch.save(state, tmp / "state.pt")
+    try:
+        for key, module in modules.items():
+            save_state_dict(module, tmp / f"{key}.safetensors", {"step": step})
+        write_config(tmp, model_config, step=step, **config_extra)
+        torch.save(state, tmp / "state.pt")
+    except BaseException:  # e.g. a full disk: drop the partial folder, keep the previous checkpoints
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final = root / name
     if final.exists():  # the same step saved twice (e.g. a final checkpoint right after a periodic one)
         shutil.rmtree(final)

@@ -20,10 +20,10 @@ from tqdm import tqdm
 from .. import __version__
 from ..data import open_dataset
 from ..losses import LOSSES
-from ..models import build_discriminator, build_generator
+from ..models import build_discriminator, build_generator, config_from_dict
 from ..registry import model_config
 from ..regularizers import class_embeddings, orthogonal_penalty
-from ..sampling import make_grid, save_image, standing_stats
+from ..sampling import make_grid, sample_z, save_image, standing_stats
 from ..utils import read_json, write_json
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -75,8 +75,7 @@ def train(cfg: TrainConfig) -> dict:
                            channels=cfg.model_overrides.get("img_channels"), root=cfg.data_root)
     mcfg = resolve_model_config(cfg, dataset)
     if ckpt is not None:
-        saved = read_json(ckpt / "config.json")["model"]
-        if saved != mcfg.to_dict():
+        if config_from_dict(read_json(ckpt / "config.json")["model"]) != mcfg:
             raise ValueError(f"--resume: the model config differs from the checkpoint's ({ckpt / 'config.json'}); "
                              "resume with the same --model and --set flags")
     class_names = list(dataset.class_names) if mcfg.n_classes else []
@@ -94,7 +93,7 @@ def train(cfg: TrainConfig) -> dict:
     noise = torch.Generator().manual_seed(cfg.seed + 1)
     fixed = torch.Generator().manual_seed(cfg.seed + 2)
     rows = min(mcfg.n_classes, 10) if mcfg.n_classes else 10
-    fixed_z = torch.randn(rows * 10, mcfg.dim_z, generator=fixed).to(device)
+    fixed_z = sample_z(rows * 10, mcfg.dim_z, cfg.sample_truncation, generator=fixed).to(device)
     fixed_y = torch.arange(rows).repeat_interleave(10).to(device) if mcfg.n_classes else None
 
     step, elapsed, stream_state = 0, 0.0, {"epoch": 0, "pos": 0}
@@ -198,7 +197,7 @@ def train(cfg: TrainConfig) -> dict:
             bar.update(1)
 
             for k, v in (("loss_d_real", loss_real), ("loss_d_fake", loss_fake), ("loss_g", g_loss)):
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + v.item()
             if step % cfg.log_every == 0 or step == cfg.iterations:
                 now = time.perf_counter()
                 n = step - last["step"]

@@ -1,0 +1,37 @@
+"""Shared by the benchmark scripts: JSON-line output and a description of the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+
+import torch
+
+
+def emit(record: dict) -> None:
+    """One JSON object per line on stdout."""
+    print(json.dumps(record), flush=True)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def machine(device: str = "cpu") -> str:
+    """CPU model and core count (plus the GPU name when measuring on one)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    threads = torch.get_num_threads()
+    text = f"{model}, {os.cpu_count()} cores, torch {torch.__version__} with {threads} threads"
+    if torch.device(device).type == "cuda":
+        text += f", {torch.cuda.get_device_name(torch.device(device))}"
+    return text

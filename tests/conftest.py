@@ -1,0 +1,29 @@
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)  # tests are small; one thread avoids oversubscription on the 2-core CI machine
+
+
+def tiny_overrides(name: str) -> dict:
+    """Model overrides that keep a preset's layout but make it fast enough for a unit test."""
+    if name.startswith("biggan-deep"):
+        return dict(ch=8, d_ch=8, dim_z=8, shared_dim=8, n_classes=5)
+    from scalegan.registry import model_config
+
+    stages = model_config(name).resolution.bit_length() - 3  # 32 px: 3 G blocks
+    return dict(ch=8, d_ch=8, dim_z=4 * (stages + 1), shared_dim=8, n_classes=5)  # hier z: dim_z % (stages+1) == 0
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    """A 32x32 grayscale NPZ dataset of 96 images in 3 classes: class k is a bright bar at a k-dependent place."""
+    rng = np.random.default_rng(0)
+    n = 96
+    y = np.arange(n) % 3
+    x = rng.integers(0, 40, size=(n, 32, 32, 1), dtype=np.uint8)
+    for i, k in enumerate(y):
+        x[i, 4 + 8 * k:10 + 8 * k, 4:28] = 220
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x=x, y=y.astype(np.int64), class_names=np.array(["top", "middle", "bottom"]))
+    return path

@@ -1,0 +1,111 @@
+"""The `scalegan` command: info, train (flags, config file, dry run), sample (grid, PNGs, NPZ, GIF)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import scalegan
+from scalegan.cli import main, parse_overrides
+from scalegan.sampling import to_uint8
+
+TRAIN = ["--iterations", "2", "--batch-size", "16", "--n-d-steps", "1", "--no-progress", "--no-tensorboard",
+         "--sample-every", "0", "--set", "ch=8", "--set", "d_ch=8", "--set", "dim_z=16", "--set", "shared_dim=16"]
+
+
+@pytest.fixture
+def run(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data", f"npz:{tiny_npz}", "--out-dir", str(out), *TRAIN]) == 0
+    return out
+
+
+def test_info_json(capsys):
+    assert main(["info", "biggan-128", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["G_params"] == 70_433_988 and info["D_params"] == 87_982_370
+    assert main(["info", "--list"]) == 0
+    assert "biggan-deep-256" in capsys.readouterr().out
+    assert main(["info", "biggan-12"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "scalegan", "train", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for flag in ("--iterations", "--bf16", "--ema-start", "--resume", "--config", "--dry-run", "--set"):
+        assert flag in out
+
+
+def test_dry_run_resolution_order(tiny_npz, tmp_path, capsys):
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"lr_g": 1e-3, "batch_size": 8, "model_overrides": {"ch": 16}}))
+    args = ["train", "--dry-run", "--data", f"npz:{tiny_npz}", "--config", str(config), "--batch-size", "4",
+            "--set", "dim_z=32"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    train = report["train"]
+    assert train["n_d_steps"] == 2  # the biggan-fmnist preset's value
+    assert train["lr_g"] == 1e-3  # the config file beats the preset
+    assert train["batch_size"] == 4  # a flag beats the config file
+    assert report["model"]["ch"] == 16 and report["model"]["dim_z"] == 32 and report["model"]["n_classes"] == 3
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_flags_are_one_line_errors(tiny_npz, tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nothing.npz"), "--out-dir", str(tmp_path / "r")]) == 2
+    assert "error" in capsys.readouterr().err
+    assert main(["train", "--dry-run", "--set", "chanels=3"]) == 2
+    assert "unknown" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["ch"])
+    assert parse_overrides(["g_attn=[16, 32]", "hier=false", "init=N02"]) == {
+        "g_attn": (16, 32), "hier": False, "init": "N02"}
+
+
+def test_sample_outputs(run, tmp_path, capsys):
+    grid, npz, pngs = tmp_path / "grid.png", tmp_path / "s.npz", tmp_path / "pngs"
+    assert main(["sample", str(run), "--out", str(grid), "--npz", str(npz), "--png-dir", str(pngs),
+                 "--per-class", "4", "--truncation", "0.8", "--seed", "3", "--save-latents"]) == 0
+    data = np.load(npz)
+    assert data["x"].shape == (12, 32, 32, 1) and data["x"].dtype == np.uint8
+    assert data["y"].dtype == np.int64 and data["y"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert data["z"].shape == (12, 16) and np.abs(data["z"]).max() <= 0.8
+    assert Image.open(grid).size == (4 * 34 + 2, 3 * 34 + 2)  # one row per class
+    assert len(list(pngs.glob("*_c1.png"))) == 4
+    # The same seed through the Python API gives the same images.
+    G = scalegan.load(run)
+    expected = to_uint8(G.sample(12, y=torch.tensor(data["y"]), truncation=0.8, seed=3))
+    assert np.array_equal(expected, data["x"])
+
+
+def test_sample_by_class_name_and_errors(run, tmp_path, capsys):
+    npz = tmp_path / "b.npz"
+    assert main(["sample", str(run), "--class", "Bottom", "--class", "0", "--n", "5", "--npz", str(npz)]) == 0
+    assert np.load(npz)["y"].tolist() == [2, 0, 2, 0, 2]
+    assert main(["sample", str(run), "--class", "botom", "--out", str(tmp_path / "x.png")]) == 2
+    assert "did you mean 'bottom'" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path / "missing")]) == 2
+
+
+def test_interpolation_sheet_and_gif(run, tmp_path):
+    sheet, gif = tmp_path / "interp.png", tmp_path / "interp.gif"
+    assert main(["sample", str(run), "--interp", "class", "--class", "0", "--class", "2", "--rows", "2",
+                 "--steps", "4", "--out", str(sheet), "--gif", str(gif)]) == 0
+    assert Image.open(sheet).size == (4 * 34 + 2, 2 * 34 + 2)
+    animation = Image.open(gif)
+    assert animation.n_frames == 6
+
+
+def test_info_on_a_run_and_resume(run, tiny_npz, capsys):
+    assert main(["info", str(run), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["class_names"] == ["top", "middle", "bottom"] and info["model"]["n_classes"] == 3
+    assert main(["train", "--data", f"npz:{tiny_npz}", "--out-dir", str(run), *TRAIN]) == 2  # exists
+    args = ["train", "--data", f"npz:{tiny_npz}", "--out-dir", str(run), "--resume", *TRAIN]
+    assert main([*args[:-len(TRAIN)], *TRAIN[2:], "--iterations", "3"]) == 0
+    assert json.loads((run / "summary.json").read_text())["step"] == 3
