@@ -109,3 +109,24 @@ def test_info_on_a_run_and_resume(run, tiny_npz, capsys):
     args = ["train", "--data", f"npz:{tiny_npz}", "--out-dir", str(run), "--resume", *TRAIN]
     assert main([*args[:-len(TRAIN)], *TRAIN[2:], "--iterations", "3"]) == 0
     assert json.loads((run / "summary.json").read_text())["step"] == 3
+
+
+def test_sigterm_stops_with_a_checkpoint(tiny_npz, tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "scalegan", "train", "--data", f"npz:{tiny_npz}", "--out-dir", str(out),
+           *TRAIN, "--iterations", "100000", "--log-every", "1", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    metrics = out / "logs" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by"] == {"signal": "SIGTERM"} and 2 <= summary["step"] < 100000
+    assert (out / "checkpoints" / f"step_{summary['step']:07d}" / "state.pt").is_file()
