@@ -84,6 +84,10 @@ def resolve_class(name: str | int, class_names: Sequence[str] | None, n_classes:
         return lowered.index(key)
     if not names:
         raise ValueError(f"class {name!r}: this model has no class names, use an index 0..{n_classes - 1}")
+    from . import imagenet
+
+    if imagenet.is_imagenet(names):  # ImageNet models also take WordNet ids and every WordNet lemma
+        return imagenet.resolve(name)
     close = difflib.get_close_matches(key, lowered, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(names[lowered.index(c)]) for c in close)}?" if close else ""
     shown = ", ".join(names[:20]) + ("..." if len(names) > 20 else "")

@@ -96,6 +96,15 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", weights: s
     The returned module has ``.config``, ``.class_names`` and ``.sample(...)``.
     """
     p = Path(path)
+    if not p.exists():  # a named pretrained model ("biggan-deep-256") resolves to its local cache folder
+        from .pretrained import PRETRAINED, resolve
+
+        if str(path) in PRETRAINED:
+            p = resolve(str(path))
+    from .convert import convert, detect_format
+
+    if detect_format(p):  # a foreign checkpoint: converted in memory (``scalegan convert`` writes it once)
+        return convert(p, weights="G" if weights == "G" else "G_ema").to(device).eval()
     directory = resolve_weights_dir(p)
     info = read_json(directory / "config.json")
     try:
@@ -108,4 +117,5 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", weights: s
     G = build_generator(config)
     load_state_dict(G, file)
     G.class_names = list(info.get("class_names") or [])
+    G.class_ids = list(info.get("class_ids") or [])
     return G.to(device).eval()

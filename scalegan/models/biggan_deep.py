@@ -9,6 +9,7 @@ parameters at 128 px, ch 128): the skip adds channels with a 1x1 conv when a blo
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,9 @@ from .layers import (
     SelfAttention,
     SNEmbedding,
     SNLinear,
+    SpectralNorm,
     SqueezeExcite,
+    batch_norms,
     embed_classes,
     init_weights,
     sn_conv,
@@ -64,6 +67,12 @@ class BigGANDeepConfig:
     bn_eps: float = 1e-4
     sn_eps: float = 1e-4
     init: str = "ortho"
+    # Truncation-indexed BN statistics (the TF-Hub weights store 51 rows, for truncation 0, 0.02, ..., 1);
+    # 0 = one set of running statistics.
+    n_stats: int = 0
+    # Eval-mode spectral norm: "power" = one power iteration from the stored u (BigGAN-PyTorch); "stored" =
+    # divide by the stored sigma ``sv`` (torch's spectral_norm in eval mode, as the TF-Hub port runs).
+    sn_eval: str = "power"
 
     family = "biggan-deep"
 
@@ -82,6 +91,10 @@ class BigGANDeepConfig:
             raise ValueError("rgb_channels must be 0 or >= img_channels")
         if self.init not in ("ortho", "N02"):
             raise ValueError(f"init must be 'ortho' or 'N02', got {self.init!r}")
+        if self.n_stats < 0 or self.n_stats == 1:
+            raise ValueError(f"n_stats must be 0 or >= 2, got {self.n_stats}")
+        if self.sn_eval not in ("power", "stored"):
+            raise ValueError(f"sn_eval must be 'power' or 'stored', got {self.sn_eval!r}")
 
     @property
     def cond_dim(self) -> int:
@@ -179,15 +192,56 @@ class GeneratorDeep(SamplingMixin, nn.Module):
         self.output_bn = nn.BatchNorm2d(mult[-1] * ch, eps=cfg.bn_eps)
         self.output_conv = sn_conv(mult[-1] * ch, cfg.rgb_channels or cfg.img_channels, 3, cfg.sn_eps)
         init_weights(self, cfg.init)
+        if cfg.n_stats:
+            for bn in batch_norms(self):
+                width = bn.running_mean.shape[0]
+                bn.register_buffer("stats_mean", torch.zeros(cfg.n_stats, width))
+                bn.register_buffer("stats_var", torch.ones(cfg.n_stats, width))
+        for m in self.modules():
+            if isinstance(m, SpectralNorm):
+                m.sn_eval = cfg.sn_eval
+        self.truncation: float | None = None  # the truncation whose BN statistics are in running_mean/var
+        self.stats_interpolation = "port"
 
     def class_embedding(self, y: torch.Tensor) -> torch.Tensor:
         """The class embedding of labels [N] or soft labels [N, n_classes]."""
         return embed_classes(y, self.embeddings.weight.t())
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    @torch.no_grad()
+    def set_truncation(self, truncation: float, interpolation: str | None = None) -> None:
+        """Put the BN statistics for ``truncation`` (in (0, 1]; larger values use 1) into running_mean/var.
+
+        Only for ``n_stats > 0``. ``interpolation``: ``"port"`` (default) mixes rows exactly as
+        pytorch-pretrained-biggan does, ``m[i] * f + m[i + 1] * (1 - f)`` with ``f, i = modf(t / step)``: the
+        weights are swapped relative to a linear interpolation, grid values hit their row exactly.
+        ``"linear"`` interpolates correctly between the two nearest rows.
+        """
+        if not self.config.n_stats:
+            raise ValueError("this generator has one set of BN statistics (n_stats=0): nothing to select")
+        if truncation <= 0:
+            raise ValueError(f"truncation must be > 0, got {truncation}")
+        interpolation = interpolation or self.stats_interpolation
+        if interpolation not in ("port", "linear"):
+            raise ValueError(f"interpolation must be 'port' or 'linear', got {interpolation!r}")
+        truncation = min(float(truncation), 1.0)
+        for bn in batch_norms(self):
+            bn.running_mean.copy_(truncation_row(bn.stats_mean, truncation, interpolation))
+            bn.running_var.copy_(truncation_row(bn.stats_var, truncation, interpolation))
+        self.truncation, self.stats_interpolation = truncation, interpolation
+
+    def sample(self, n: int, y=None, truncation: float | None = None, **kwargs):
+        """``SamplingMixin.sample`` that also selects the BN statistics of ``truncation`` (n_stats > 0)."""
+        if self.config.n_stats:
+            self.set_truncation(truncation if truncation is not None else 1.0)
+        return super().sample(n, y=y, truncation=truncation, **kwargs)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, truncation: float | None = None) -> torch.Tensor:
+        """``truncation`` (only with n_stats > 0) selects the BN statistics first; None keeps the current ones."""
         cfg = self.config
         if z.dim() != 2 or z.shape[1] != cfg.dim_z:
             raise ValueError(f"z must be [N, {cfg.dim_z}], got {list(z.shape)}")
+        if truncation is not None and cfg.n_stats and truncation != self.truncation:
+            self.set_truncation(truncation)
         if cfg.n_classes and y is None:
             raise ValueError("this generator is class-conditional: pass y (class indices)")
         cond = torch.cat([z, self.class_embedding(y).to(z.dtype)], 1) if cfg.n_classes else z  # [N, cond_dim]
@@ -198,6 +252,20 @@ class GeneratorDeep(SamplingMixin, nn.Module):
                 h = self.attention[str(k)](h)
         h = self.output_conv(F.relu(self.output_bn(h)))[:, : cfg.img_channels]  # [N, C, H, W]
         return torch.tanh(h)
+
+
+def truncation_row(stats: torch.Tensor, truncation: float, interpolation: str = "port") -> torch.Tensor:
+    """BN statistics [C] for ``truncation`` in [0, 1] from ``stats`` [n_stats, C] (rows for 0, step, ..., 1)."""
+    step = 1.0 / (stats.shape[0] - 1)
+    if interpolation == "port":
+        coef, start = math.modf(truncation / step)  # double precision, as the port
+        start = int(start)
+        if coef != 0.0:
+            return stats[start] * coef + stats[start + 1] * (1 - coef)
+        return stats[start].clone()
+    position = truncation / step
+    start = min(int(math.floor(position)), stats.shape[0] - 2)
+    return torch.lerp(stats[start], stats[start + 1], position - start)
 
 
 class DiscriminatorDeep(nn.Module):

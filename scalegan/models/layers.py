@@ -24,8 +24,14 @@ class SpectralNorm:
         self.register_buffer("sv", torch.ones(1))
 
     def sn_weight(self) -> torch.Tensor:
-        """The weight divided by its estimated spectral norm (one power iteration from ``u``)."""
+        """The weight divided by its estimated spectral norm (one power iteration from ``u``).
+
+        With ``sn_eval = "stored"`` (set by a model whose config asks for it), eval-mode forwards divide by the
+        stored ``sv`` instead: torch's ``spectral_norm`` semantics in eval mode, used by converted TF-Hub weights.
+        """
         weight = self.weight
+        if not self.training and getattr(self, "sn_eval", "power") == "stored":
+            return (weight.float() / self.sv.float()).to(weight.dtype)
         w_mat = weight.float().reshape(weight.shape[0], -1)  # [out, in*k*k]
         with torch.autocast(weight.device.type, enabled=False):
             with torch.no_grad():

@@ -1,0 +1,124 @@
+"""Named pretrained models: where to get them, the local cache, SHA-256 checks, and (opt-in) download.
+
+``scalegan.load("biggan-deep-256")`` looks for ``$SCALEGAN_CACHE/biggan-deep-256/`` (default
+``~/.cache/scalegan``), a scalegan weights folder written by ``scalegan convert``, and checks the SHA-256 of its
+``model.safetensors`` against the value recorded at conversion (and against the table's, where known). Nothing
+here touches the network unless ``download`` is called (``scalegan convert --download NAME``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .weights import WeightsError
+
+_PORT = "https://s3.amazonaws.com/models.huggingface.co/biggan"
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    name: str
+    format: str  # the source format, as scalegan.convert names it
+    about: str
+    files: dict[str, str] = field(default_factory=dict)  # source file name -> URL (empty: manual download)
+    source_sha256: dict[str, str] = field(default_factory=dict)  # source file name -> SHA-256, where published
+    weights_sha256: str | None = None  # SHA-256 of the converted model.safetensors, where known
+    manual: str = ""  # how to get the files when there is no direct URL
+    license: str = ""
+
+
+PRETRAINED: dict[str, PretrainedModel] = {
+    f"biggan-deep-{res}": PretrainedModel(
+        name=f"biggan-deep-{res}", format="pytorch-pretrained-biggan",
+        about=f"DeepMind BigGAN-deep {res}x{res} ImageNet (TF-Hub), as ported by pytorch-pretrained-biggan",
+        files={"pytorch_model.bin": f"{_PORT}/biggan-deep-{res}-pytorch_model.bin",
+               "config.json": f"{_PORT}/biggan-deep-{res}-config.json"},
+        license="Apache-2.0 (TF-Hub module)",
+    )
+    for res in (128, 256, 512)
+}
+PRETRAINED["biggan-128"] = PretrainedModel(
+    name="biggan-128", format="biggan-pytorch",
+    about="BigGAN-PyTorch ImageNet 128x128 (ch 96, its released 138k-iteration G_ema)",
+    manual="download the 138k checkpoint linked in the README of github.com/ajbrock/BigGAN-PyTorch and unzip it; "
+           "it holds G_ema.pth",
+    license="MIT",
+)
+
+
+def cache_dir() -> Path:
+    """The cache root: ``$SCALEGAN_CACHE`` or ``~/.cache/scalegan``."""
+    return Path(os.environ.get("SCALEGAN_CACHE") or Path.home() / ".cache" / "scalegan").expanduser()
+
+
+def get(name: str) -> PretrainedModel:
+    """The table entry of ``name``; unknown names raise KeyError with suggestions."""
+    if name not in PRETRAINED:
+        close = difflib.get_close_matches(name, PRETRAINED, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown pretrained model {name!r}{hint} (known: {', '.join(PRETRAINED)})")
+    return PRETRAINED[name]
+
+
+def how_to_get(name: str) -> str:
+    """One message: where the files of ``name`` come from and how to convert them into the cache."""
+    entry, target = get(name), cache_dir() / name
+    if entry.files:
+        urls = ", ".join(entry.files.values())
+        return (f"pretrained model {name!r} is not in the cache ({target}). With internet: "
+                f"`scalegan convert --download {name}`. By hand: download {urls} into a folder (as "
+                f"{' and '.join(entry.files)}), then `scalegan convert FOLDER {target}`.")
+    return (f"pretrained model {name!r} is not in the cache ({target}): {entry.manual}; then "
+            f"`scalegan convert G_ema.pth {target}` (set SCALEGAN_CACHE to use another cache folder).")
+
+
+def resolve(name: str) -> Path:
+    """The cached weights folder of ``name``, SHA-256 checked; a missing one raises WeightsError saying what to do."""
+    from .convert import sha256_file
+
+    entry, folder = get(name), cache_dir() / name
+    weights, config = folder / "model.safetensors", folder / "config.json"
+    if not (weights.is_file() and config.is_file()):
+        raise WeightsError(how_to_get(name))
+    try:
+        recorded = json.loads(config.read_text()).get("weights_sha256")
+    except (OSError, json.JSONDecodeError) as e:
+        raise WeightsError(f"cannot read {config}: {e}; convert {name!r} again") from e
+    digest = sha256_file(weights)
+    for expected, what in ((recorded, "the value recorded at conversion"), (entry.weights_sha256, "the table")):
+        if expected and digest != expected:
+            raise WeightsError(f"{weights} fails its SHA-256 check ({digest[:16]}... vs {what} {expected[:16]}...): "
+                               f"the file is damaged or was replaced; delete {folder} and convert {name!r} again "
+                               f"(`scalegan convert --download {name}`, or by hand: see `scalegan convert --list`)")
+    return folder
+
+
+def download(name: str, cache: str | os.PathLike | None = None) -> Path:  # pragma: no cover - needs internet
+    """Download the source files of ``name``, check their SHA-256 where published, convert into the cache."""
+    from .convert import convert, save_converted, sha256_file
+
+    entry = get(name)
+    if not entry.files:
+        raise WeightsError(how_to_get(name))
+    root = Path(cache) if cache is not None else cache_dir()
+    source = root / "sources" / name
+    source.mkdir(parents=True, exist_ok=True)
+    for file, url in entry.files.items():
+        target = source / file
+        if not target.is_file():
+            partial = target.with_suffix(target.suffix + ".part")
+            with urllib.request.urlopen(url) as response, open(partial, "wb") as out:
+                shutil.copyfileobj(response, out, length=1 << 20)
+            partial.replace(target)
+        expected = entry.source_sha256.get(file)
+        if expected and sha256_file(target) != expected:
+            target.unlink()
+            raise WeightsError(f"{url} downloaded with a wrong SHA-256; try again")
+    G = convert(source, format=entry.format)
+    return save_converted(G, root / name, source=source, format=entry.format)
