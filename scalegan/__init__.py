@@ -10,6 +10,7 @@ Public API::
 
 __version__ = "0.1.0"
 
+from .pretrained import BigGAN  # noqa: E402
 from .registry import list_models  # noqa: E402
 from .weights import load  # noqa: E402
 
@@ -26,4 +27,4 @@ def create_model(name: str, **overrides):
     return build_generator(config), build_discriminator(config)
 
 
-__all__ = ["__version__", "create_model", "list_models", "load"]
+__all__ = ["__version__", "BigGAN", "create_model", "list_models", "load"]
