@@ -1,0 +1,93 @@
+"""The TF Inception network's weights: where they are found, how files are checked, what a missing file says."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scalegan.metrics import inception
+from scalegan.metrics.inception import FIDInception, load_inception, random_inception, resolve_weights_path
+
+
+@pytest.fixture(scope="module")
+def random_state():
+    return random_inception(seed=2).state_dict()
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    monkeypatch.delenv(inception.ENV_WEIGHTS, raising=False)
+    monkeypatch.setenv(inception.ENV_CACHE, str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_shapes_and_outputs():
+    model = random_inception(0)
+    x = torch.randn(1, 3, 299, 299).clamp(-1, 1)
+    pool3, unbiased = model(x)
+    assert pool3.shape == (1, 2048) and unbiased.shape == (1, 1008)
+    torch.testing.assert_close(model.logits(x), unbiased + model.fc.bias)
+    # torchvision's Inception v3 without the aux head has 23,834,568; the 8 extra classes add 8 x 2049.
+    assert sum(p.numel() for p in model.parameters()) == 23_834_568 + 8 * 2049
+    bn = model.Mixed_5b.branch1x1.bn
+    assert bn.eps == 1e-3
+    with pytest.raises(ValueError, match="expects images"):
+        model(torch.zeros(1, 1, 299, 299))
+
+
+def test_missing_weights_message_says_where(clean_env):
+    with pytest.raises(FileNotFoundError) as e:
+        resolve_weights_path()
+    message = str(e.value)
+    assert "pt_inception-2015-12-05-6726825d.pth" in message and "github.com" in message
+    assert str(clean_env / "cache") in message and inception.ENV_WEIGHTS in message
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_weights_path(clean_env / "nope.pth")
+
+
+def test_resolution_order(clean_env, random_state, monkeypatch):
+    cached = clean_env / "cache" / "weights-inception-2015-12-05-6726825d.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    assert resolve_weights_path() == cached
+    env_file = clean_env / "env.pth"
+    env_file.write_bytes(b"y")
+    monkeypatch.setenv(inception.ENV_WEIGHTS, str(env_file))
+    assert resolve_weights_path() == env_file
+    arg_file = clean_env / "arg.pth"
+    arg_file.write_bytes(b"z")
+    assert resolve_weights_path(arg_file) == arg_file
+
+
+def test_load_any_file_by_names_and_shapes(clean_env, random_state):
+    path = clean_env / "my-inception.pth"
+    # DataParallel prefix and no BN counters: both accepted.
+    torch.save({f"module.{k}": v for k, v in random_state.items() if "num_batches" not in k}, path)
+    model, info = load_inception(path)
+    assert info["sha256"] == inception.file_sha256(path) and len(info["sha256"]) == 64
+    assert info["known"] is None and info["path"] == str(path)
+    for k, v in random_state.items():
+        if "num_batches" not in k:
+            torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+    assert not any(p.requires_grad for p in model.parameters())
+
+    broken = dict(random_state)
+    broken["fc.weight"] = torch.zeros(1000, 2048)
+    del broken["Mixed_7c.branch_pool.conv.weight"]
+    torch.save(broken, path)
+    with pytest.raises(ValueError, match=r"fc.weight: shape \[1000, 2048\].*|missing Mixed_7c"):
+        load_inception(path)
+
+
+def test_known_name_needs_its_hash_prefix(clean_env, random_state):
+    path = clean_env / "cache" / "pt_inception-2015-12-05-6726825d.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(random_state, path)  # right layout, but not the published bytes
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load_inception()
+
+
+def test_meta_model_matches_real_layout():
+    with torch.device("meta"):
+        meta = FIDInception().state_dict()
+    assert {k: v.shape for k, v in meta.items()} == {k: v.shape for k, v in FIDInception().state_dict().items()}
