@@ -7,7 +7,8 @@ What is done once, at build time (``fast_generator``):
 - the BN statistics for the chosen truncation selected once and merged, with every conditional BN's gain and
   bias layer, into one affine map of the conditioning vector: a single matmul gives the per-sample scale and
   shift of every BN in the network (``x * a + b`` then ReLU);
-- the attention's theta / phi / g 1x1 convs merged into one conv; channels_last memory format; optional bf16.
+- the attention's theta / phi / g 1x1 convs merged into one; 1x1 convs run as matrix products over NHWC
+  pixels (channels_last memory format throughout); optional bf16.
 
 The float32 result equals the reference path to float rounding (tested: <= 1e-5); ``G`` is not modified.
 """
@@ -38,6 +39,56 @@ def _stats(bn: nn.Module, truncation: float | None, interpolation: str) -> tuple
         t = min(float(truncation), 1.0)
         return truncation_row(bn.stats_mean, t, interpolation), truncation_row(bn.stats_var, t, interpolation)
     return bn.running_mean.clone(), bn.running_var.clone()
+
+
+class Pointwise(nn.Module):
+    """A 1x1 conv as one matrix product over NHWC pixels (channels_last input), else ``F.conv2d``."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.register_buffer("weight", weight.detach().reshape(weight.shape[0], -1).clone())
+        self.register_buffer("bias", bias.detach().clone() if bias is not None else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
+        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+
+
+class UpsampleConv(nn.Module):
+    """Nearest 2x upsampling followed by a 3x3 conv, computed at the low resolution.
+
+    Output pixel (2i + a, 2j + b) of the upsampled conv only sees input rows {i - 1, i} (a = 0) or {i, i + 1}
+    (a = 1), and the same for columns; the 3x3 kernel's taps that land on the same input pixel are summed into
+    a 2x2 kernel per phase. One 2x2 conv over the 1-padded input yields all four phases (4x the channels) with
+    16 instead of 36 multiply-adds per input pixel and output channel; the phases are then interleaved.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        out_ch = weight.shape[0]
+        # rows[a][k]: which 3x3 taps (by index 0..2) fold into tap k of phase a's 2x2 kernel
+        rows = {0: ([0], [1, 2]), 1: ([0, 1], [2])}
+        phases = []
+        for a in (0, 1):
+            for b in (0, 1):
+                kernel = weight.new_zeros(out_ch, weight.shape[1], 2, 2)
+                for ky, taps_y in enumerate(rows[a]):
+                    for kx, taps_x in enumerate(rows[b]):
+                        kernel[:, :, ky, kx] = weight[:, :, taps_y][:, :, :, taps_x].sum((2, 3))
+                phases.append(kernel)
+        self.out_ch = out_ch
+        self.register_buffer("weight", torch.cat(phases).detach().clone())  # [4 * out, in, 2, 2], phase-major
+        self.register_buffer("bias", bias.detach().repeat(4).clone() if bias is not None else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        y = F.conv2d(x, self.weight, self.bias, padding=1)  # [N, 4 * out, H + 1, W + 1]
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        out = torch.empty(n, self.out_ch, 2 * h, 2 * w, dtype=y.dtype, device=y.device, memory_format=layout)
+        for phase, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            out[:, :, a::2, b::2] = y[:, phase * self.out_ch:(phase + 1) * self.out_ch, a:a + h, b:b + w]
+        return out
 
 
 class FastGeneratorDeep(nn.Module):
@@ -77,10 +128,12 @@ class FastGeneratorDeep(nn.Module):
         self.register_buffer("bn_w", torch.cat(rows))
         self.register_buffer("bn_b", torch.cat(offsets))
 
-        def plain(sn_conv: nn.Conv2d, rows: slice | None = None) -> nn.Conv2d:
+        def plain(sn_conv: nn.Conv2d, rows: slice | None = None) -> nn.Module:
             weight, bias = _folded(sn_conv), sn_conv.bias
             if rows is not None:
                 weight, bias = weight[rows], (bias[rows] if bias is not None else None)
+            if weight.shape[-1] == 1:
+                return Pointwise(weight, bias).to(**conv)
             out = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[-1], padding=weight.shape[-1] // 2,
                             bias=bias is not None)
             out.weight.data.copy_(weight)
@@ -94,16 +147,15 @@ class FastGeneratorDeep(nn.Module):
             m.upsample, m.out_ch = block.upsample, block.out_ch
             m.conv0, m.conv1, m.conv2, m.conv3 = (plain(c) for c in (block.conv0, block.conv1, block.conv2,
                                                                    block.conv3))
+            if block.upsample:
+                m.conv1 = UpsampleConv(_folded(block.conv1), block.conv1.bias).to(**conv)
             if block.se is not None:
                 raise NotImplementedError("the fast path does not cover squeeze-and-excitation blocks (g_se)")
             self.blocks.append(m)
         self.attention = nn.ModuleDict()
         for key, attn in G.attention.items():
             m = nn.Module()
-            qkv = torch.cat([_folded(attn.theta), _folded(attn.phi), _folded(attn.g)])
-            m.qkv = nn.Conv2d(qkv.shape[1], qkv.shape[0], 1, bias=False)
-            m.qkv.weight.data.copy_(qkv)
-            m.qkv = m.qkv.to(**conv)
+            m.qkv = Pointwise(torch.cat([_folded(attn.theta), _folded(attn.phi), _folded(attn.g)]), None).to(**conv)
             m.o = plain(attn.o)
             m.register_buffer("gamma", attn.gamma.detach().clone())
             m.split = (attn.ch // 8, attn.ch // 8, attn.ch // 2)
@@ -151,16 +203,15 @@ class FastGeneratorDeep(nn.Module):
         for index, block in enumerate(self.blocks):
             x = h
             h = block.conv0(bn_relu(h))
-            h = bn_relu(h)
-            if block.upsample:
-                h = F.interpolate(h, scale_factor=2, mode="nearest")
-            h = block.conv1(h)
+            h = block.conv1(bn_relu(h))  # upsamples too in upsampling blocks
             h = block.conv2(bn_relu(h))
             h = block.conv3(bn_relu(h))
             skip = x[:, : block.out_ch]
-            if block.upsample:
-                skip = F.interpolate(skip, scale_factor=2, mode="nearest")
-            h = h + skip
+            if block.upsample:  # add the nearest-upsampled skip by broadcasting, without materialising it
+                n_, c_, hh, ww = skip.shape
+                h.view(n_, c_, hh, 2, ww, 2).add_(skip[:, :, :, None, :, None])
+            else:
+                h = h + skip
             if str(index) in self.attention:
                 h = self._attend(self.attention[str(index)], h)
         h = torch.addcmul(self.out_b.to(self.dtype)[None, :, None, None], h,
@@ -171,10 +222,12 @@ class FastGeneratorDeep(nn.Module):
         n, c, hh, ww = x.shape
         theta, phi, g = m.qkv(x).split(m.split, dim=1)
         theta = theta.flatten(2).transpose(1, 2)  # [N, HW, C/8]
-        phi = F.max_pool2d(phi, 2).flatten(2).transpose(1, 2)  # [N, HW/4, C/8]
+        phi = F.max_pool2d(phi, 2).flatten(2)  # [N, C/8, HW/4]
         g = F.max_pool2d(g, 2).flatten(2).transpose(1, 2)  # [N, HW/4, C/2]
-        o = F.scaled_dot_product_attention(theta, phi, g, scale=1.0)
-        o = self._format(o.transpose(1, 2).reshape(n, c // 2, hh, ww))
+        # Plain matmul + softmax: on CPU, scaled_dot_product_attention's math path adds masking passes.
+        o = torch.bmm(torch.softmax(torch.bmm(theta, phi), -1), g)  # [N, HW, C/2]
+        o = o.view(n, hh, ww, c // 2).permute(0, 3, 1, 2)
+        o = o if self.channels_last else o.contiguous()
         return x + m.gamma.to(x.dtype) * m.o(o)
 
 
