@@ -1,11 +1,12 @@
 """Images/s of BigGAN-deep sampling: pytorch-pretrained-biggan (eval mode) vs scalegan's exact and fast paths.
 
-    python benchmarks/sample_speed.py [--resolutions 128,256] [--batches 1,8] [--repeats 3] [--threads 1]
+    python benchmarks/sample_speed.py [--resolutions 128,256] [--batches 1,8] [--repeats 5] [--threads 1]
 
 All paths get the same random weights (a full-size pytorch-pretrained-biggan model, made finite as the tests do,
 converted with ``scalegan.convert``), the same z, y and truncation, on the same machine in one run. Per setting:
-one warm-up forward, then the median of ``--repeats`` timed forwards. Prints one JSON line per (resolution,
-batch, path) with images/s, the speed-up over the port and the max |difference| from the port's output.
+one warm-up round, then the median of ``--repeats`` timed forwards, the paths taking turns (so that load changes
+on a shared machine hit them alike). Prints one JSON line per (resolution, batch, path) with images/s, the
+speed-up over the port and the max |difference| from the port's output.
 """
 
 from __future__ import annotations
@@ -64,14 +65,17 @@ def random_port_model(resolution: int, seed: int = 0):
 
 
 @torch.no_grad()
-def timed(fn, inputs: tuple, repeats: int) -> tuple[float, torch.Tensor]:
-    out = fn(*inputs)  # warm-up
-    times = []
+def timed_round_robin(paths: list, repeats: int) -> list[tuple[float, torch.Tensor]]:
+    """Median seconds per path; the paths take turns in every repeat, so load changes on a shared machine hit
+    them alike. The first round is a warm-up and also gives each path's output."""
+    outputs = [fn(*inputs) for _, fn, inputs in paths]
+    times: list[list[float]] = [[] for _ in paths]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*inputs)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        for k, (_, fn, inputs) in enumerate(paths):
+            start = time.perf_counter()
+            fn(*inputs)
+            times[k].append(time.perf_counter() - start)
+    return [(statistics.median(t), out) for t, out in zip(times, outputs)]
 
 
 def main() -> None:
@@ -79,7 +83,7 @@ def main() -> None:
     parser.add_argument("--resolutions", default="128,256")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--truncation", type=float, default=0.4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -99,12 +103,10 @@ def main() -> None:
             one_hot = F.one_hot(y, 1000).float()
             paths = [("pytorch-pretrained-biggan", port, (z, one_hot, t)), ("scalegan exact", G, (z, y, t)),
                      ("scalegan fast fp32", fast32, (z, y)), ("scalegan fast bf16", fast16, (z, y))]
-            base, reference = None, None
-            for name, fn, inputs in paths:
-                log(f"{resolution} px, batch {batch}: {name} ...")
-                seconds, out = timed(fn, inputs, args.repeats)
-                if reference is None:
-                    base, reference = seconds, out
+            log(f"{resolution} px, batch {batch}: {', '.join(name for name, _, _ in paths)} ...")
+            results = timed_round_robin(paths, args.repeats)
+            base, reference = results[0]
+            for (name, _, _), (seconds, out) in zip(paths, results):
                 emit({"bench": "sample_speed", "model": f"biggan-deep-{resolution}", "path": name, "batch": batch,
                       "truncation": t, "img_per_s": round(batch / seconds, 3), "s_per_batch": round(seconds, 4),
                       "speedup_vs_port": round(base / seconds, 2),
