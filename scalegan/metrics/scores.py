@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 import scipy.linalg
+import torch
 
 __all__ = [
     "density_coverage",
@@ -61,11 +62,13 @@ def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray, eps: float
 
 def _trace_sqrt_product_eig(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     # S1 S2 is similar to sqrt(S1) S2 sqrt(S1), which is symmetric PSD: its eigenvalues are real and >= 0.
-    w, v = np.linalg.eigh(sigma1)
-    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = root1 @ sigma2 @ root1
-    eig = np.linalg.eigvalsh((m + m.T) / 2)
-    return float(np.sqrt(np.clip(eig, 0, None)).sum())
+    # torch's float64 LAPACK runs on the caller's torch thread setting, which keeps it fast on a busy machine.
+    s1, s2 = torch.from_numpy(sigma1), torch.from_numpy(sigma2)
+    w, v = torch.linalg.eigh(s1)
+    root1 = (v * w.clamp(min=0).sqrt()) @ v.T
+    m = root1 @ s2 @ root1
+    eig = torch.linalg.eigvalsh((m + m.T) / 2)
+    return float(eig.clamp(min=0).sqrt().sum())
 
 
 def fid_from_stats(mu1, sigma1, mu2, sigma2, method: str = "sqrtm") -> float:
