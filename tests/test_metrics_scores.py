@@ -91,3 +91,19 @@ def test_streaming_stats_equal_numpy_in_any_batching():
     assert stats.features.shape == (100, 16)
     restored = FeatureStats.from_arrays(stats.to_arrays())
     np.testing.assert_array_equal(restored.cov, stats.cov)
+
+
+def test_knn_metrics_blockwise_equal_brute_force():
+    """More rows than one distance block (1024): the blockwise code must equal full distance matrices."""
+    rng = np.random.default_rng(4)
+    real, fake = rng.normal(size=(1100, 6)), rng.normal(size=(1050, 6)) * 1.2 + 0.1
+    dist = lambda a, b: np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))  # noqa: E731
+    d_rr, d_ff, d_fr = dist(real, real), dist(fake, fake), dist(fake, real)
+    r_real3, r_fake3 = np.sort(d_rr, axis=1)[:, 3], np.sort(d_ff, axis=1)[:, 3]
+    precision = (d_fr <= r_real3[None, :]).any(axis=1).mean()
+    recall = (d_fr.T <= r_fake3[None, :]).any(axis=1).mean()
+    assert scores.precision_recall(real, fake, k=3) == pytest.approx((precision, recall), abs=1e-12)
+    r_real5 = np.sort(d_rr, axis=1)[:, 5]
+    density = (d_fr < r_real5[None, :]).sum() / (5 * len(fake))
+    coverage = (d_fr.min(axis=0) < r_real5).mean()
+    assert scores.density_coverage(real, fake, k=5) == pytest.approx((density, coverage), abs=1e-12)

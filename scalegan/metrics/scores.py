@@ -45,12 +45,15 @@ def _check_stats(mu1, sigma1, mu2, sigma2):
 
 
 def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
-    with np.errstate(all="ignore"):
+    # scipy warns about singular products; we check the result ourselves and retry as pytorch-fid does.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
         covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
+    if not np.isfinite(np.asarray(covmean)).all():
         warnings.warn(f"FID: sqrtm(S1 S2) is singular; adding {eps} to the covariance diagonals", stacklevel=3)
         offset = np.eye(len(sigma1)) * eps
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
             covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         # Small imaginary parts come from numerical error; large ones mean the statistics are broken.
@@ -140,23 +143,25 @@ def kid(features1, features2, subsets: int = 100, subset_size: int = 1000, seed:
     return float(values.mean()), float(values.std())
 
 
-def _pairwise_distances(a: np.ndarray, b: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """Euclidean distances `[len(a), len(b)]` in float64, row blocks at a time."""
-    b_sq = (b * b).sum(axis=1)
-    out = np.empty((len(a), len(b)))
-    for start in range(0, len(a), batch):
-        block = a[start : start + batch]
-        sq = (block * block).sum(axis=1)[:, None] + b_sq[None, :] - 2 * block @ b.T
-        out[start : start + batch] = np.sqrt(np.clip(sq, 0, None))
-    return out
+def _pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances `[len(a), len(b)]` in float64."""
+    sq = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2 * a @ b.T
+    return np.sqrt(np.clip(sq, 0, None))
+
+
+def _blocks(n: int, size: int = 1024):
+    """Row slices, so that distance matrices stay `size x N` (10k x 10k float64 would be 800 MB)."""
+    return (slice(start, start + size) for start in range(0, n, size))
 
 
 def _kth_neighbour_radius(x: np.ndarray, k: int) -> np.ndarray:
     """Distance from each row of `x` to its k-th nearest other row (the row itself is the 0th)."""
     if len(x) <= k:
         raise ValueError(f"k-NN radii with k = {k} need more than {k} samples, got {len(x)}")
-    d = _pairwise_distances(x, x)
-    return np.partition(d, k, axis=1)[:, k]
+    radius = np.empty(len(x))
+    for rows in _blocks(len(x)):
+        radius[rows] = np.partition(_pairwise_distances(x[rows], x), k, axis=1)[:, k]
+    return radius
 
 
 def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
@@ -165,10 +170,13 @@ def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     radius_real = _kth_neighbour_radius(real, k)
     radius_fake = _kth_neighbour_radius(fake, k)
-    d = _pairwise_distances(fake, real)  # [n_fake, n_real]
-    precision = float((d <= radius_real[None, :]).any(axis=1).mean())
-    recall = float((d.T <= radius_fake[None, :]).any(axis=1).mean())
-    return precision, recall
+    inside_real = sum(
+        int((_pairwise_distances(fake[r], real) <= radius_real).any(axis=1).sum()) for r in _blocks(len(fake))
+    )
+    inside_fake = sum(
+        int((_pairwise_distances(real[r], fake) <= radius_fake).any(axis=1).sum()) for r in _blocks(len(real))
+    )
+    return inside_real / len(fake), inside_fake / len(real)
 
 
 def density_coverage(real, fake, k: int = 5) -> tuple[float, float]:
@@ -176,11 +184,9 @@ def density_coverage(real, fake, k: int = 5) -> tuple[float, float]:
     real balls that contain at least one fake sample)."""
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     radius = _kth_neighbour_radius(real, k)
-    d = _pairwise_distances(real, fake)  # [n_real, n_fake]
-    inside = d < radius[:, None]
-    density = float(inside.sum(axis=0).mean() / k)
-    coverage = float((d.min(axis=1) < radius).mean())
-    return density, coverage
+    hits = sum(int((_pairwise_distances(fake[r], real) < radius).sum()) for r in _blocks(len(fake)))
+    covered = sum(int((_pairwise_distances(real[r], fake).min(axis=1) < radius[r]).sum()) for r in _blocks(len(real)))
+    return hits / (k * len(fake)), covered / len(real)
 
 
 def intra_class_fid(real_stats: dict[int, tuple], fake_stats: dict[int, tuple], method: str = "sqrtm") -> dict:
