@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up scalegan on a fresh machine: a virtual env in .venv with the CPU torch 2.13.0 wheel, the package
-# (editable, with the dev extras), and the Fashion-MNIST files from Debian. Safe to run again.
+# (editable), and the Fashion-MNIST files from Debian. Safe to run again.
+# Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh dev  (test dependencies)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first and pinned: an unpinned torch (or a dependency asking for one) would pull GBs of CUDA wheels.
 .venv/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
-.venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+EXTRAS=${1:+[$1]}
+.venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".${EXTRAS}"
 
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
     SUDO=""
