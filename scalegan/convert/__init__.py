@@ -83,6 +83,8 @@ def convert(path: str | os.PathLike, format: str | None = None, weights: str = "
     ``format``: one of ``FORMATS`` or None to detect it. ``weights``: for BigGAN-PyTorch folders, ``"G_ema"``
     (default; falls back to ``G.pth`` when absent) or ``"G"``. ``options`` go to the format's converter.
     """
+    if not Path(path).exists():
+        raise ConvertError(f"{path} does not exist")
     format = format or detect_format(path)
     if format == "pytorch-pretrained-biggan":
         from .pytorch_pretrained_biggan import convert_folder
