@@ -35,13 +35,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     model = random_inception(0)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (args.batch_size, 3, args.resolution, args.resolution), generator=g,
                            dtype=torch.uint8)
     for resizer in args.resizers.split(","):
-        backbone = InceptionBackbone(model, resizer=resizer, device=args.device, dtype=dtype)
+        backbone = InceptionBackbone(
+            model, resizer=resizer, device=args.device, dtype=dtype, channels_last=args.channels_last
+        )
         times = []
         for i in range(args.batches + 1):
             start = time.perf_counter()

@@ -91,3 +91,14 @@ def test_meta_model_matches_real_layout():
     with torch.device("meta"):
         meta = FIDInception().state_dict()
     assert {k: v.shape for k, v in meta.items()} == {k: v.shape for k, v in FIDInception().state_dict().items()}
+
+
+def test_channels_last_fast_path_equals_reference():
+    from scalegan.metrics.features import InceptionBackbone
+
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    reference = InceptionBackbone(random_inception(3))(images)
+    fast = InceptionBackbone(random_inception(3), channels_last=True)(images)
+    for key in ("features", "logits"):
+        scale = reference[key].abs().max()
+        assert (fast[key] - reference[key]).abs().max() / scale < 1e-5

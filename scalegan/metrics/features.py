@@ -51,6 +51,7 @@ class InceptionBackbone:
         normalization: str = "tf",
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
     ) -> None:
         if resizer not in RESIZERS:
             raise ValueError(f"unknown resizer {resizer!r}; choose one of {', '.join(RESIZERS)}")
@@ -59,6 +60,10 @@ class InceptionBackbone:
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
+        # channels_last: ~1.3x faster on x86 CPUs; the default layout is the reference (a test equates them).
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.weights_info = dict(weights_info or {"path": None, "sha256": None, "known": None})
         self.resizer = resizer
         self.normalization = normalization
@@ -77,9 +82,8 @@ class InceptionBackbone:
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = resize(x.to(self.dtype), INPUT_SIZE, self.resizer)
-        if self.normalization == "tf":
-            return (x - 128) / 128
-        return x / 127.5 - 1
+        x = (x - 128) / 128 if self.normalization == "tf" else x / 127.5 - 1
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -97,6 +101,7 @@ class InceptionBackbone:
             "normalization": self.normalization,
             "input": "uint8 (generated images rounded from [-1, 1])",
             "dtype": str(self.dtype).replace("torch.", ""),
+            "channels_last": self.channels_last,
         }
 
 
