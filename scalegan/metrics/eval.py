@@ -71,13 +71,16 @@ def make_backbone(
     inception_weights: str | None = None,
     resizer: str = "tf1-bilinear",
     device: str | torch.device = "cpu",
+    channels_last: bool = False,
 ) -> Any:
     """`"inception"` (the TF 2015-12-05 network; weights resolved as in `inception.resolve_weights_path`) or
     `"classifier:DIR"` (a trained `SmallClassifier`)."""
     from .features import ClassifierBackbone, InceptionBackbone
 
     if spec == "inception":
-        return InceptionBackbone.from_weights(inception_weights, resizer=resizer, device=device)
+        return InceptionBackbone.from_weights(
+            inception_weights, resizer=resizer, device=device, channels_last=channels_last
+        )
     if spec.startswith("classifier:"):
         return ClassifierBackbone.from_dir(spec.split(":", 1)[1], device=device)
     raise ValueError(f"backbone must be 'inception' or 'classifier:DIR', got {spec!r}")
