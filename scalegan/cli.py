@@ -206,6 +206,8 @@ def cmd_sample(args) -> int:
 
     G = load(args.path, device=args.device, weights=args.weights)
     cfg = G.config
+    if args.truncation is not None and getattr(cfg, "n_stats", 0):
+        G.set_truncation(args.truncation)  # converted BigGAN-deep weights: BN statistics of this truncation
     if args.standing_stats:
         standing_stats(G, args.standing_stats, args.batch_size, seed=args.seed, truncation=args.truncation)
     classes = None
@@ -346,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_sample_parser(sub)
     add_info_parser(sub)
+    from .convert.cli import add_convert_parser
+
+    add_convert_parser(sub)
     return parser
 
 

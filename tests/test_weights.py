@@ -87,3 +87,14 @@ def test_checkpoints_are_atomic_and_pruned(G, tmp_path):
     assert latest_checkpoint(tmp_path).name == "step_0000003"
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == names
     assert load(tmp_path, weights="G").config == cfg
+
+
+def test_atomic_outputs_have_normal_permissions(tmp_path):
+    import os
+
+    from scalegan.utils import write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
