@@ -342,7 +342,8 @@ def cmd_info(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="scalegan", description="BigGAN-class GANs: train, sample, inspect.")
+    parser = argparse.ArgumentParser(prog="scalegan", description="BigGAN-class GANs: train, sample, evaluate, "
+                                     "convert, inspect.")
     parser.add_argument("--version", action="version", version=f"scalegan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(sub)
@@ -351,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .convert.cli import add_convert_parser
 
     add_convert_parser(sub)
+    from .metrics.cli import add_eval_parser, add_train_classifier_parser
+
+    add_eval_parser(sub)
+    add_train_classifier_parser(sub)
     return parser
 
 

@@ -130,3 +130,14 @@ def test_sigterm_stops_with_a_checkpoint(tiny_npz, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped_by"] == {"signal": "SIGTERM"} and 2 <= summary["step"] < 100000
     assert (out / "checkpoints" / f"step_{summary['step']:07d}" / "state.pt").is_file()
+
+
+def test_every_subcommand_is_wired():
+    from scalegan.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["train"], ["sample", "x"], ["info"], ["convert", "--list"], ["eval", "a", "b"],
+                 ["train-classifier", "--data", "fashion-mnist", "--out-dir", "c"]):
+        args = parser.parse_args(argv)
+        assert callable(args.func), argv
+    assert main(["convert", "--list"]) == 0
