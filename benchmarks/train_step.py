@@ -1,28 +1,42 @@
-"""Seconds per training iteration through `scalegan.training.train`, float32 vs bf16 autocast + channels_last.
+"""Seconds per training iteration through `scalegan.training.train`, float32 vs the CPU fast path, and the
+GFLOP/s each achieves against this machine's measured matmul peak.
 
     python benchmarks/train_step.py [--model biggan-32] [--batch-size 50] [--n-d-steps 4] [--iterations 4]
+                                    [--modes fp32,bf16,bf16-compile]
 
 Default: the BigGAN-PyTorch CIFAR script setting (biggan-32, batch 50, 4 D steps per G step), on a synthetic
 CIFAR-shaped dataset (random 32x32 RGB, 10 classes; speed does not depend on the pixels). One iteration = 4 D
-steps + 1 G step. The first iteration is a warm-up and is not counted. Prints one JSON line per mode.
+steps + 1 G step. The first iteration (two with compile) is a warm-up and is not counted.
+
+Modes: `fp32` (the reference path), `bf16` (bf16 autocast + channels_last: the CPU fast path), `bf16-compile`
+(the same plus torch.compile), `fp32-compile`. FLOPs per iteration are counted once with
+`torch.utils.flop_counter` over the loop's own `discriminator_step` / `generator_step` (convolutions, matmuls,
+attention; forward and backward); the matmul peak is a 4096^3 matmul timed in the same run. Prints one JSON line
+for the peak and one per mode.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 from common import emit, log, machine
+from torch.utils.flop_counter import FlopCounterMode
 
+from scalegan.losses import LOSSES
+from scalegan.models import build_discriminator, build_generator
 from scalegan.registry import model_config
 from scalegan.training import train
 from scalegan.training.config import TrainConfig
+from scalegan.training.loop import PowerIterationPerStep, discriminator_step, generator_step
 
 
 def synthetic_dataset(path: Path, n: int, resolution: int, channels: int, classes: int) -> Path:
@@ -32,20 +46,63 @@ def synthetic_dataset(path: Path, n: int, resolution: int, channels: int, classe
     return path
 
 
-def measure(args, mode: str, data: Path, out: Path) -> dict:
-    fast = mode == "bf16"
+def matmul_peak(dtype: torch.dtype, size: int = 4096, reps: int = 5) -> float:
+    """GFLOP/s of a square matmul (the best of ``reps``)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * size**3 / best / 1e9
+
+
+def flops_per_iteration(args, mcfg) -> int:
+    """FLOPs of one iteration (n_d_steps D updates + one G update), counted on the loop's own step functions."""
+    torch.manual_seed(0)
+    G, D = build_generator(mcfg), build_discriminator(mcfg)
+    opt_G, opt_D = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    d_loss, g_loss = LOSSES["hinge"]
+    bs = args.batch_size
+
+    def noise():
+        return torch.randn(bs, mcfg.dim_z), torch.randint(0, mcfg.n_classes, (bs,))
+
+    x = torch.rand(bs, mcfg.img_channels, mcfg.resolution, mcfg.resolution) * 2 - 1
+    sn = PowerIterationPerStep(G, D, enabled=False)
+    with FlopCounterMode(display=False) as counter:
+        for _ in range(args.n_d_steps):
+            discriminator_step(D, G, [(x, noise()[1], *noise())], d_loss, opt_D, scaler, contextlib.nullcontext, sn,
+                               mcfg.n_classes)
+        D.requires_grad_(False)
+        generator_step(G, D, [noise()], g_loss, opt_G, scaler, contextlib.nullcontext, sn)
+    return counter.get_total_flops()
+
+
+def measure(args, mode: str, data: Path, out: Path, flops: int, peaks: dict) -> dict:
+    bf16, compiled = mode.startswith("bf16"), mode.endswith("compile")
+    warmup = 2 if compiled else 1
     cfg = TrainConfig.from_preset(
-        args.model, data=f"npz:{data}", out_dir=str(out), iterations=args.iterations + 1,
-        batch_size=args.batch_size, n_d_steps=args.n_d_steps, bf16=fast, channels_last=fast, log_every=1,
-        sample_every=0, ckpt_every=0, tensorboard=False, progress=False, device=args.device)
+        args.model, data=f"npz:{data}", out_dir=str(out), iterations=args.iterations + warmup,
+        batch_size=args.batch_size, n_d_steps=args.n_d_steps, precision="bf16" if bf16 else "float32",
+        channels_last=bf16, compile=compiled,
+        log_every=1, sample_every=0, ckpt_every=0, tensorboard=False, progress=False, device=args.device,
+        time_budget=0.0)
     train(cfg)
     lines = [json.loads(x) for x in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
-    times = [x["s_per_it"] for x in lines[1:]]  # drop the warm-up iteration
+    times = [x["s_per_it"] for x in lines[warmup:]]
     s = statistics.median(times)
+    peak = peaks["bf16" if bf16 else "fp32"]
+    achieved = flops / s / 1e9
     return {"bench": "train_step", "model": args.model, "mode": mode, "batch_size": args.batch_size,
             "n_d_steps": args.n_d_steps, "s_per_it": round(s, 3), "s_per_it_all": [round(t, 3) for t in times],
-            "img_per_s": round(args.batch_size * args.n_d_steps / s, 1), "device": args.device,
-            "machine": machine(args.device), "date": date.today().isoformat()}
+            "img_per_s": round(args.batch_size * args.n_d_steps / s, 1),
+            "speedup_vs_biggan_pytorch_19s": round(19.0 / s, 2), "gflop_per_it": round(flops / 1e9, 1),
+            "gflop_per_s": round(achieved, 1), "matmul_peak_gflop_per_s": round(peak, 1),
+            "share_of_peak": round(achieved / peak, 3), "device": args.device, "machine": machine(args.device),
+            "date": date.today().isoformat()}
 
 
 def main() -> None:
@@ -53,20 +110,26 @@ def main() -> None:
     parser.add_argument("--model", default="biggan-32")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--n-d-steps", type=int, default=4)
-    parser.add_argument("--iterations", type=int, default=4, help="timed iterations (after one warm-up)")
-    parser.add_argument("--modes", default="fp32,bf16", help="comma-separated: fp32, bf16 (+ channels_last)")
+    parser.add_argument("--iterations", type=int, default=4, help="timed iterations (after the warm-up)")
+    parser.add_argument("--modes", default="fp32,bf16,bf16-compile",
+                        help="comma-separated: fp32, bf16 (+ channels_last), bf16-compile, fp32-compile")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     mcfg = model_config(args.model)
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    emit({"bench": "matmul_peak", "fp32_gflop_per_s": round(peaks["fp32"], 1),
+          "bf16_gflop_per_s": round(peaks["bf16"], 1), "machine": machine(args.device),
+          "date": date.today().isoformat()})
+    flops = flops_per_iteration(args, mcfg)
     with tempfile.TemporaryDirectory() as tmp:
         n = args.batch_size * 4
         data = synthetic_dataset(Path(tmp) / "data.npz", n, mcfg.resolution, mcfg.img_channels, mcfg.n_classes)
         for mode in args.modes.split(","):
-            log(f"{args.model} {mode}: {args.iterations + 1} iterations ...")
-            emit(measure(args, mode, data, Path(tmp) / mode))
+            log(f"{args.model} {mode}: {args.iterations} timed iterations ...")
+            emit(measure(args, mode, data, Path(tmp) / mode, flops, peaks))
 
 
 if __name__ == "__main__":

@@ -87,7 +87,9 @@ def add_train_parser(sub) -> None:
                            help=f"{help_text} (default: {f.default})")
         else:
             default = f.default if f.default is not dataclasses.MISSING else None
-            p.add_argument(_flag(f.name), type=t, default=argparse.SUPPRESS, metavar=t.__name__.upper(),
+            choices = f.metadata.get("choices")
+            p.add_argument(_flag(f.name), type=t, default=argparse.SUPPRESS, choices=choices,
+                           metavar="{" + ",".join(choices) + "}" if choices else t.__name__.upper(),
                            help=f"{help_text} (default: {default})")
     p.set_defaults(func=cmd_train)
 
@@ -137,6 +139,8 @@ def cmd_train(args) -> int:
         _print_json(report)
         return 0
     summary = train(cfg)
+    if "checkpoint" not in summary:  # ranks other than 0 of a distributed run write nothing
+        return 0
     print(f"trained to step {summary['step']} in {summary['wall_seconds']:.0f} s "
           f"({summary['s_per_it']:.2f} s/it); samples: {summary['final_grid']}; weights: {summary['checkpoint']}",
           file=sys.stderr)

@@ -46,10 +46,10 @@ PRESETS: dict[str, dict] = {
         family="biggan",
         model=dict(resolution=32, n_classes=10, img_channels=1, ch=32, d_ch=32, dim_z=64, shared_dim=64,
                    hier=True, g_attn=(), d_attn=(), bn_eps=1e-5, sn_eps=1e-6, init="ortho"),
-        # Sized for the demo: ~0.75 s per iteration with bf16 + channels_last on 2 CPU cores, so the time budget
+        # Sized for the demo: ~0.75-0.95 s per iteration with bf16 + channels_last on 2 CPU cores, so the time budget
         # (not the iteration count) usually ends the run, keeping `scripts/demo.sh` under 15 minutes.
         train=dict(batch_size=64, n_d_steps=2, lr_g=2e-4, lr_d=2e-4, adam_eps=1e-6, ema_decay=0.998,
-                   ema_start=300, g_ortho=0.0, iterations=1000, time_budget=690.0, bf16=True, channels_last=True,
+                   ema_start=300, g_ortho=0.0, iterations=1000, time_budget=690.0, precision="bf16", channels_last=True,
                    sample_every=100, ckpt_every=250),
         about="small CPU preset for Fashion-MNIST (the demo)",
     ),

@@ -37,7 +37,7 @@ def test_info_json(capsys):
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "scalegan", "train", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for flag in ("--iterations", "--bf16", "--ema-start", "--resume", "--config", "--dry-run", "--set"):
+    for flag in ("--iterations", "--precision", "--ema-start", "--resume", "--config", "--dry-run", "--set"):
         assert flag in out
 
 

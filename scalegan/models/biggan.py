@@ -16,6 +16,7 @@ from torch import nn
 
 from ..sampling import SamplingMixin
 from .layers import (
+    BatchNorm2d,
     ConditionalBatchNorm2d,
     SelfAttention,
     SNEmbedding,
@@ -178,7 +179,7 @@ class Generator(SamplingMixin, nn.Module):
             if 4 * 2 ** (i + 1) in cfg.g_attn:
                 self.attention[str(i)] = SelfAttention(cout * ch, cfg.sn_eps)
         # BigGAN-PyTorch's output BN keeps eps 1e-5 whatever the blocks use.
-        self.output_bn = nn.BatchNorm2d(g_out[-1] * ch, eps=1e-5)
+        self.output_bn = BatchNorm2d(g_out[-1] * ch, eps=1e-5)
         self.output_conv = sn_conv(g_out[-1] * ch, cfg.img_channels, 3, cfg.sn_eps)
         init_weights(self, cfg.init)
 

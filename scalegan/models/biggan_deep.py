@@ -18,6 +18,7 @@ from torch import nn
 
 from ..sampling import SamplingMixin
 from .layers import (
+    BatchNorm2d,
     ConditionalBatchNorm2d,
     SelfAttention,
     SNEmbedding,
@@ -189,7 +190,7 @@ class GeneratorDeep(SamplingMixin, nn.Module):
             res = res * 2 if up else res
             if up and res in cfg.g_attn:
                 self.attention[str(k)] = SelfAttention(mult[k + 1] * ch, cfg.sn_eps)
-        self.output_bn = nn.BatchNorm2d(mult[-1] * ch, eps=cfg.bn_eps)
+        self.output_bn = BatchNorm2d(mult[-1] * ch, eps=cfg.bn_eps)
         self.output_conv = sn_conv(mult[-1] * ch, cfg.rgb_channels or cfg.img_channels, 3, cfg.sn_eps)
         init_weights(self, cfg.init)
         if cfg.n_stats:

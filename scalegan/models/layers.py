@@ -93,6 +93,92 @@ def sn_conv(in_ch: int, out_ch: int, kernel: int, eps: float, bias: bool = True)
     return SNConv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias, sn_eps=eps)
 
 
+class _GroupRef:
+    """The process group a BN layer reduces its statistics over. Deep copies of the layer (the EMA generator,
+    sampling copies) get None instead: they run on one process and normalise with local statistics."""
+
+    __slots__ = ("group",)
+
+    def __init__(self, group):
+        self.group = group
+
+    def __deepcopy__(self, memo):
+        return None
+
+
+def batch_norm(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, training: bool,
+               momentum: float, eps: float, cross_replica: _GroupRef | None = None) -> torch.Tensor:
+    """``F.batch_norm`` without affine; in training with ``cross_replica`` set, the batch statistics are those of
+    the whole batch over every process of its group (cross-replica / synchronised BN, as in the BigGAN paper)."""
+    if cross_replica is None or not training:
+        return F.batch_norm(x, running_mean, running_var, None, None, training, momentum, eps)
+    return _cross_replica_batch_norm(x, running_mean, running_var, momentum, eps, cross_replica.group)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the ranks of ``group``; the backward sums the incoming gradients over the ranks too, because every
+    rank's loss depends on the sum."""
+
+    @staticmethod
+    def forward(ctx, tensor, group):
+        import torch.distributed as dist
+
+        ctx.group = group
+        out = tensor.clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _AllReduceSum.apply(grad.contiguous(), ctx.group), None
+
+
+@torch.compiler.disable  # collectives run eagerly; a compiled model breaks its graph here
+def _cross_replica_batch_norm(x, running_mean, running_var, momentum, eps, group):
+    """Two passes (mean, then centred second moment), each one differentiable all-reduce of per-channel sums.
+
+    The backward all-reduces the gradients of those sums, so every rank's gradient includes the other ranks'
+    losses through the shared statistics: N ranks x B/N images give the gradient of 1 x B (DDP averages it)."""
+
+    def all_reduce(t, group):
+        return _AllReduceSum.apply(t, group)
+
+    xf = x.float()  # statistics in float32 under autocast, as F.batch_norm keeps them
+    c = x.shape[1]
+    sums = all_reduce(torch.cat([xf.sum((0, 2, 3)), xf.new_full((1,), x.numel() // c)]), group=group)
+    count = sums[c]  # images x pixels over all ranks
+    mean = sums[:c] / count  # [C]
+    centred = xf - mean.view(1, c, 1, 1)
+    var = all_reduce(centred.square().sum((0, 2, 3)), group=group) / count  # biased, for normalising
+    with torch.no_grad():
+        running_mean.lerp_(mean.detach(), momentum)
+        running_var.lerp_(var.detach() * (count / (count - 1).clamp_min(1)), momentum)  # unbiased, as torch
+    return (centred * torch.rsqrt(var + eps).view(1, c, 1, 1)).to(x.dtype)
+
+
+def set_cross_replica_bn(module: nn.Module, group) -> int:
+    """Make every BN layer of ``module`` normalise over the processes of ``group`` (None: local statistics
+    again). Returns the number of layers changed."""
+    layers = batch_norms(module)
+    for m in layers:
+        m.cross_replica = _GroupRef(group) if group is not None else None
+    return len(layers)
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` (same parameters, buffers and state-dict keys) that can use cross-replica statistics."""
+
+    cross_replica: _GroupRef | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cross_replica is None or not self.training:
+            return super().forward(x)
+        self.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        out = batch_norm(x, self.running_mean, self.running_var, True, momentum, self.eps, self.cross_replica)
+        return out * self.weight.view(1, -1, 1, 1).to(out.dtype) + self.bias.view(1, -1, 1, 1).to(out.dtype)
+
+
 class ConditionalBatchNorm2d(nn.Module):
     """Batch norm without affine, then ``x * (1 + gain(c)) + bias(c)``.
 
@@ -102,8 +188,11 @@ class ConditionalBatchNorm2d(nn.Module):
       - ``"embedding"``: gain and bias are per-class embedding tables of the class labels ``c`` [N] (or soft
         labels [N, n_classes]): the BigGAN-PyTorch CIFAR script's per-layer class embeddings.
       - ``"none"``: plain learned affine (unconditional G without hierarchical z).
-    The ``1 +`` keeps the layer an identity at init (compare_gan lacked it).
+    The ``1 +`` keeps the layer an identity at init (compare_gan lacked it). ``set_cross_replica_bn`` makes the
+    batch statistics those of all processes (synchronised BN).
     """
+
+    cross_replica: _GroupRef | None = None
 
     def __init__(self, num_features: int, mode: str, cond_dim: int = 0, n_classes: int = 0,
                  eps: float = 1e-5, sn_eps: float = 1e-6, momentum: float | None = 0.1):
@@ -140,7 +229,8 @@ class ConditionalBatchNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         momentum = self._momentum()
-        out = F.batch_norm(x, self.running_mean, self.running_var, None, None, self.training, momentum, self.eps)
+        out = batch_norm(x, self.running_mean, self.running_var, self.training, momentum, self.eps,
+                         self.cross_replica)
         if self.mode == "none":
             return out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         if self.mode == "linear":

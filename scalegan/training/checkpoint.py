@@ -19,11 +19,15 @@ from ..weights import WeightsError, load_state_dict, save_state_dict, write_conf
 
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, modules: dict[str, nn.Module], state: dict,
-                    model_config, keep: int = 2, **config_extra) -> Path:
-    """Write a checkpoint atomically, point ``latest`` at it and prune all but the newest ``keep``."""
+                    model_config, keep: int = 2, name: str | None = None, **config_extra) -> Path:
+    """Write a checkpoint atomically, point ``latest`` at it and prune all but the newest ``keep``.
+
+    With ``name`` (e.g. ``"best"``) the checkpoint goes to ``checkpoints/NAME`` instead, replacing the previous
+    one there; ``latest`` and the numbered checkpoints are left alone."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    name = f"step_{step:07d}"
+    named = name is not None
+    name = name or f"step_{step:07d}"
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -36,9 +40,16 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, modules: dict[str, nn
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     final = root / name
-    if final.exists():  # the same step saved twice (e.g. a final checkpoint right after a periodic one)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    if final.exists():  # the same step saved twice, or a named checkpoint replaced: swap, then delete the old
+        old = root / f".{name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    if named:
+        return final
     with atomic_path(root / "latest") as t, open(t, "w") as f:
         f.write(name + "\n")
     for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-max(keep, 1)]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+PRECISIONS = ("float32", "bf16", "fp16")
+
 
 def _f(default, help: str, **kw):
     if isinstance(default, (dict, list)):
@@ -42,10 +44,15 @@ class TrainConfig:
     standing_stats: int = _f(0, "before saving the sampling generator, recompute its BN statistics over "
                              "this many generated batches; 0 = off")
     seed: int = _f(0, "seed for initialisation, data order and noise")
-    bf16: bool = _f(False, "bf16 autocast for G and D forward/backward (CPU AMX or CUDA); losses, BN "
-                    "statistics, spectral norm and optimizer state stay float32")
+    precision: str = _f("float32", "float32; bf16 (autocast: AMX/AVX-512 CPUs, CUDA); or fp16 (autocast with "
+                        "dynamic loss scaling, for GPUs without bf16; runs on CPU too, slowly). Spectral norm, BN "
+                        "statistics, losses and optimizer state stay float32", choices=PRECISIONS)
     channels_last: bool = _f(False, "channels_last memory format (faster convolutions with bf16 on CPU)")
-    device: str = _f("cpu", "torch device: cpu, cuda, cuda:1, ...")
+    compile: bool = _f(False, "torch.compile G and D (inductor); the first iterations are slow while it compiles")
+    device: str = _f("cpu", "torch device: cpu, cuda, cuda:1, ... (under torchrun, cuda means each process's "
+                     "cuda:LOCAL_RANK)")
+    sync_bn: bool = _f(True, "under torchrun: cross-replica batch norm in G (statistics of the global batch, as "
+                       "the BigGAN paper); --no-sync-bn normalises each rank's slice alone")
     num_workers: int = _f(0, "data-loader worker processes for image folders (in-memory datasets need none)")
     log_every: int = _f(50, "iterations between log lines (JSONL + TensorBoard)")
     sample_every: int = _f(500, "iterations between sample grids (samples/iter_NNNNNN.png); 0 = off")
@@ -53,6 +60,18 @@ class TrainConfig:
     keep_checkpoints: int = _f(2, "how many checkpoints to keep")
     sample_truncation: float | None = _f(None, "truncation threshold for the periodic sample grids")
     time_budget: float = _f(0.0, "stop (with a checkpoint) after this many seconds of training; 0 = no limit")
+    eval_every: int = _f(0, "iterations between evaluations of the sampling generator (logs/eval.jsonl, "
+                         "checkpoints/best); 0 = off")
+    eval_metrics: str = _f("fid", "comma-separated metrics for --eval-every: fid, is, kid, pr, dc, ifid, acc")
+    eval_n: int = _f(5000, "generated images per evaluation")
+    eval_ref: str | None = _f(None, "reference dataset spec for evaluation (default: the training data)")
+    eval_ref_n: int | None = _f(None, "reference images (default: the whole dataset; statistics are cached)")
+    eval_backbone: str = _f("inception", "feature network: inception (TF 2015-12-05 weights, see `scalegan "
+                            "eval --help`) or classifier:DIR (a `scalegan train-classifier` output)")
+    inception_weights: str | None = _f(None, "Inception weights file (default: $SCALEGAN_INCEPTION_WEIGHTS or "
+                                       "the cache)")
+    best_metric: str | None = _f(None, "evaluation result that picks checkpoints/best, e.g. fid, fd, is_mean, "
+                                 "precision, class_accuracy (default: the first metric's main result)")
     tensorboard: bool = _f(True, "write TensorBoard event files to RUN/logs/")
     progress: bool = _f(True, "show a progress bar")
     resume: bool = _f(False, "continue the run in out_dir from its latest checkpoint")
@@ -62,6 +81,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
+        data = dict(data)
+        if "bf16" in data:  # scalegan 0.1.0 configs: a bool before `precision` existed
+            data.setdefault("precision", "bf16" if data.pop("bf16") else "float32")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -88,3 +110,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0")
         if not 0 <= self.ema_decay < 1:
             raise ValueError("ema_decay must be in [0, 1)")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.eval_every < 0 or self.eval_n < 2:
+            raise ValueError("eval_every must be >= 0 and eval_n >= 2")
+        if self.eval_every:
+            from ..metrics.eval import parse_metrics
+
+            parse_metrics(self.eval_metrics)

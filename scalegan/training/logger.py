@@ -22,9 +22,11 @@ class RunLogger:
             except ImportError:  # tensorboard is a dependency, but keep training if it is broken
                 warnings.warn("tensorboard is not importable: writing JSONL logs only", stacklevel=2)
 
-    def scalars(self, step: int, values: dict) -> None:
-        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
-        self.jsonl.flush()
+    def scalars(self, step: int, values: dict, jsonl: bool = True) -> None:
+        """A line of ``metrics.jsonl`` (unless ``jsonl=False``) and TensorBoard scalars."""
+        if jsonl:
+            self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+            self.jsonl.flush()
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)):

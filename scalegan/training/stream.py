@@ -1,7 +1,9 @@
 """An endless, resumable stream of shuffled batches.
 
 Epoch ``e`` uses the permutation drawn from ``seed`` and ``e`` alone, so the position (epoch, batch) is all
-a checkpoint needs to continue the exact same data order.
+a checkpoint needs to continue the exact same data order. In a distributed run the permutation is cut into
+global batches of ``batch_size * world_size`` images and rank ``r`` takes the ``r``-th slice of each: the ranks
+see disjoint shards, and N ranks x B images see what one process with N x B images sees.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ from torch.utils.data import DataLoader
 
 
 class BatchStream:
-    def __init__(self, dataset, batch_size: int, seed: int, num_workers: int = 0, epoch: int = 0, pos: int = 0):
-        if len(dataset) < batch_size:
-            raise ValueError(f"the dataset has {len(dataset)} images, fewer than one batch of {batch_size}: "
-                             "lower --batch-size")
+    def __init__(self, dataset, batch_size: int, seed: int, num_workers: int = 0, epoch: int = 0, pos: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        global_batch = batch_size * world_size
+        if len(dataset) < global_batch:
+            per_rank = f" ({world_size} processes x {batch_size})" if world_size > 1 else ""
+            raise ValueError(f"the dataset has {len(dataset)} images, fewer than one batch of {global_batch}"
+                             f"{per_rank}: lower --batch-size")
         self.dataset, self.batch_size, self.seed, self.num_workers = dataset, batch_size, seed, num_workers
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.pos = epoch, pos
-        self.batches_per_epoch = len(dataset) // batch_size
+        self.batches_per_epoch = len(dataset) // global_batch
         self._iter = None
 
     def state(self) -> dict:
@@ -29,8 +35,9 @@ class BatchStream:
 
     def _start_epoch(self) -> None:
         order = self._order(self.epoch)
-        bs = self.batch_size
-        batches = [order[i * bs:(i + 1) * bs] for i in range(self.pos, self.batches_per_epoch)]
+        bs, gb = self.batch_size, self.batch_size * self.world_size
+        first = self.rank * bs
+        batches = [order[i * gb + first:i * gb + first + bs] for i in range(self.pos, self.batches_per_epoch)]
         tensors = getattr(self.dataset, "tensors", None)
         if tensors is not None:
             images, labels = tensors

@@ -1,0 +1,101 @@
+"""Distributed training from ``torchrun``'s environment: process group, ranks, and the few collectives the loop
+needs.
+
+``torchrun --nproc_per_node N -m scalegan train ...`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT`` (multi-node through its rendezvous); ``init_distributed`` reads them. gloo
+runs on CPU, NCCL on CUDA, where each process takes the GPU of its local rank. Without those variables the
+run is a single process and every helper here is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+# Rank 0 alone writes checkpoints, sample grids and periodic evaluations while the others wait in their next
+# collective; the timeout must cover the longest of those.
+TIMEOUT = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: ``rank`` of ``world_size`` processes, ``local_rank`` on its machine."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # the process group was created here (and is destroyed here)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_info() -> DistInfo:
+    """The ranks torchrun gave this process (a single process when its variables are absent)."""
+    if "WORLD_SIZE" not in os.environ:
+        return DistInfo()
+    try:
+        return DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+                        int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"incomplete torchrun environment ({e}): RANK, WORLD_SIZE and LOCAL_RANK must be "
+                         "integers; launch with `torchrun --nproc_per_node N -m scalegan train ...`") from e
+
+
+def init_distributed(device: str) -> tuple[DistInfo, torch.device]:
+    """Join the process group torchrun describes (if any) and return this process's rank info and device.
+
+    ``device`` is the configured device: ``cuda`` becomes ``cuda:LOCAL_RANK`` in a distributed run (one GPU per
+    process, NCCL); ``cpu`` uses gloo."""
+    info = env_info()
+    dev = torch.device(device)
+    if not info.enabled:
+        return info, dev
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(dev)
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    if dist.is_initialized():  # the caller's own group
+        if dist.get_world_size() != info.world_size:
+            raise RuntimeError("a process group of another size than WORLD_SIZE is already initialised")
+        return info, dev
+    dist.init_process_group(backend, rank=info.rank, world_size=info.world_size, timeout=TIMEOUT)
+    return DistInfo(info.rank, info.world_size, info.local_rank, owns_group=True), dev
+
+
+def shutdown(info: DistInfo, wait: bool = True) -> None:
+    """Wait for every rank (unless this one failed: the others may never arrive; torchrun stops them), then
+    leave the process group if it was created by ``init_distributed``."""
+    if not (info.enabled and dist.is_initialized()):
+        return
+    if wait:
+        dist.barrier()
+    if info.owns_group:
+        dist.destroy_process_group()
+
+
+def all_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Element-wise sum over ranks (a copy; the input is left as it is)."""
+    values = values.clone()
+    if info.enabled:
+        dist.all_reduce(values)
+    return values
+
+
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when it is true on one: ranks stop at the same iteration (signals, time budget)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
