@@ -44,13 +44,16 @@ PRESETS: dict[str, dict] = {
     # Small CPU preset for the demo: Fashion-MNIST, 32x32 grey, 10 classes.
     "biggan-fmnist": dict(
         family="biggan",
-        model=dict(resolution=32, n_classes=10, img_channels=1, ch=32, d_ch=32, dim_z=64, shared_dim=64,
+        # A narrow D (16 x 4 channels) trains fastest to class-consistent samples per second of CPU: measured on a
+        # 2-core AMD EPYC, class consistency of G_ema after 690 s was 0.89 with ch 24 / d_ch 16 (1,562 iterations),
+        # 0.81 with 24 / 24 (1,121) and 0.65 with 32 / 32 and EMA 0.998 (734).
+        model=dict(resolution=32, n_classes=10, img_channels=1, ch=24, d_ch=16, dim_z=64, shared_dim=64,
                    hier=True, g_attn=(), d_attn=(), bn_eps=1e-5, sn_eps=1e-6, init="ortho"),
-        # Sized for the demo: ~0.75-0.95 s per iteration with bf16 + channels_last on 2 CPU cores, so the time budget
-        # (not the iteration count) usually ends the run, keeping `scripts/demo.sh` under 15 minutes.
-        train=dict(batch_size=64, n_d_steps=2, lr_g=2e-4, lr_d=2e-4, adam_eps=1e-6, ema_decay=0.998,
-                   ema_start=300, g_ortho=0.0, iterations=1000, time_budget=690.0, precision="bf16", channels_last=True,
-                   sample_every=100, ckpt_every=250),
+        # Sized for the demo: ~0.45 s per iteration with bf16 + channels_last on 2 CPU cores, so the time budget
+        # usually ends the run before the iteration count, keeping `scripts/demo.sh` under 15 minutes.
+        train=dict(batch_size=64, n_d_steps=2, lr_g=2e-4, lr_d=2e-4, adam_eps=1e-6, ema_decay=0.995,
+                   ema_start=200, g_ortho=0.0, iterations=2000, time_budget=690.0, precision="bf16",
+                   channels_last=True, sample_every=100, ckpt_every=250),
         about="small CPU preset for Fashion-MNIST (the demo)",
     ),
 }

@@ -79,12 +79,13 @@ def test_load_any_file_by_names_and_shapes(clean_env, random_state):
         load_inception(path)
 
 
-def test_known_name_needs_its_hash_prefix(clean_env, random_state):
+def test_known_name_needs_the_published_sha256(clean_env, random_state):
     path = clean_env / "cache" / "pt_inception-2015-12-05-6726825d.pth"
     path.parent.mkdir(parents=True)
     torch.save(random_state, path)  # right layout, but not the published bytes
-    with pytest.raises(ValueError, match="corrupt or truncated"):
+    with pytest.raises(ValueError, match="corrupt or truncated") as e:
         load_inception()
+    assert inception.PUBLISHED_SHA256 in str(e.value) and len(inception.PUBLISHED_SHA256) == 64
 
 
 def test_meta_model_matches_real_layout():

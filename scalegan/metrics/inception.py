@@ -48,21 +48,23 @@ __all__ = [
 ENV_WEIGHTS = "SCALEGAN_INCEPTION_WEIGHTS"
 ENV_CACHE = "SCALEGAN_CACHE"
 
-# The published ports of the TF graph. Both names end in the first 8 hex digits of the file's SHA-256 (torch
-# hub's naming convention); we check that prefix. Full digests are not published next to the files, so none is
-# pinned here: `load_inception` reports the full SHA-256 it computed so that a metric card names the exact file.
+# The published ports of the TF graph: one checkpoint published under two names (torch hub names end in the
+# first 8 hex digits of the SHA-256). The full digest and size were recorded by users of both files in public
+# code and notes (95,628,359 bytes); a file with a published name must match them exactly.
+PUBLISHED_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+PUBLISHED_SIZE = 95_628_359
 KNOWN_WEIGHTS: dict[str, dict[str, str]] = {
     "pt_inception-2015-12-05-6726825d.pth": {
         "source": "pytorch-fid",
         "url": "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
         "pt_inception-2015-12-05-6726825d.pth",
-        "sha256_prefix": "6726825d",
+        "sha256": PUBLISHED_SHA256,
     },
     "weights-inception-2015-12-05-6726825d.pth": {
         "source": "torch-fidelity",
         "url": "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
         "weights-inception-2015-12-05-6726825d.pth",
-        "sha256_prefix": "6726825d",
+        "sha256": PUBLISHED_SHA256,
     },
 }
 DEFAULT_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -361,17 +363,19 @@ def load_inception(
 ) -> tuple[FIDInception, WeightsInfo]:
     """Build `FIDInception` with weights from `resolve_weights_path(path)`; eval mode, no gradients.
 
-    A file named like a published one must have the SHA-256 prefix its name promises; any file must have exactly
+    A file named like a published one must have the published SHA-256; any file must have exactly
     the expected tensor names and shapes. Returns `(model, info)` with the path and full SHA-256 for the card."""
     p = resolve_weights_path(path)
     sha = file_sha256(p)
     known = KNOWN_WEIGHTS.get(p.name)
-    if known is not None and not sha.startswith(known["sha256_prefix"]):
+    if known is not None and sha != known["sha256"]:
         raise ValueError(
-            f"{p} is named like {known['source']}'s published Inception weights, but its SHA-256 {sha[:16]}... does "
-            f"not start with {known['sha256_prefix']}: the download is corrupt or truncated. Download it again from "
-            f"{known['url']}."
+            f"{p} is named like {known['source']}'s published Inception weights, but its SHA-256 is {sha}, not "
+            f"{known['sha256']} ({p.stat().st_size:,} bytes, published: {PUBLISHED_SIZE:,}): the download is corrupt "
+            f"or truncated. Download it again from {known['url']}."
         )
+    if known is None and sha == PUBLISHED_SHA256:
+        known = {"source": "published TF 2015-12-05 port (renamed)"}
     try:
         state = convert_state_dict(_read_state_dict(p))
     except ValueError as e:
@@ -408,7 +412,7 @@ def random_inception(seed: int = 0) -> FIDInception:
 
 def download_weights(directory: str | os.PathLike | None = None, name: str = DEFAULT_WEIGHTS_NAME) -> Path:
     """Download a published weights file into `directory` (default: the cache folder) and check its hash
-    prefix. Needs internet access; nothing in the test suite calls it."""
+    SHA-256. Needs internet access; nothing in the test suite calls it."""
     if name not in KNOWN_WEIGHTS:
         raise ValueError(f"unknown weights file {name!r}; known: {', '.join(KNOWN_WEIGHTS)}")
     info = KNOWN_WEIGHTS[name]
@@ -421,8 +425,8 @@ def download_weights(directory: str | os.PathLike | None = None, name: str = DEF
             while chunk := response.read(1 << 20):
                 f.write(chunk)
         sha = file_sha256(tmp)
-        if not sha.startswith(info["sha256_prefix"]):
-            raise ValueError(f"downloaded {info['url']} has SHA-256 {sha}, expected prefix {info['sha256_prefix']}")
+        if sha != info["sha256"]:
+            raise ValueError(f"downloaded {info['url']} has SHA-256 {sha}, expected {info['sha256']}")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

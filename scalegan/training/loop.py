@@ -17,6 +17,7 @@ import copy
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -217,6 +218,10 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
         noise.set_state(state["noise_rng"])
         step, elapsed, stream_state = state["step"], state["elapsed"], state["stream"]
         best = state.get("best")
+        saved_world = state.get("world_size", 1)
+        if saved_world != info.world_size and info.is_main:
+            warnings.warn(f"resuming a run of {saved_world} processes with {info.world_size}: training continues, "
+                          "but the data order and batch statistics differ from an uninterrupted run", stacklevel=2)
     stream = BatchStream(dataset, cfg.batch_size, cfg.seed, cfg.num_workers, **stream_state, rank=info.rank,
                          world_size=info.world_size)
 
@@ -287,7 +292,8 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
     def checkpoint(Gs=None, name: str | None = None) -> Path:
         state = {"step": step, "elapsed": elapsed, "stream": stream.state(), "opt_G": opt_G.state_dict(),
                  "opt_D": opt_D.state_dict(), "scaler_G": scaler_G.state_dict(), "scaler_D": scaler_D.state_dict(),
-                 "noise_rng": noise.get_state(), "best": best, "train_config": cfg.to_dict()}
+                 "noise_rng": noise.get_state(), "best": best, "world_size": info.world_size,
+                 "train_config": cfg.to_dict()}
         extra = {"eval": best} if name == "best" else {}
         return save_checkpoint(run, step, {**modules, "model": Gs or sampler()}, state, mcfg, keep=cfg.keep_checkpoints,
                                class_names=class_names, dataset=dataset.describe(), name=name, **extra)
