@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from datetime import date
 
 import torch
 from common import emit, log, machine
@@ -62,6 +63,7 @@ def main() -> None:
             "images_per_s": round(args.batch_size / per_batch, 2),
             "s_per_batch": round(per_batch, 3),
             "machine": machine(args.device),
+            "date": date.today().isoformat(),
         })
 
 

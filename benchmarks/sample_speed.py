@@ -1,6 +1,6 @@
 """Images/s of BigGAN-deep sampling: pytorch-pretrained-biggan (eval mode) vs scalegan's exact and fast paths.
 
-    python benchmarks/sample_speed.py [--resolutions 128,256] [--batches 1,8] [--repeats 5] [--threads 1]
+    python benchmarks/sample_speed.py [--resolutions 128,256] [--batches 1,8] [--repeats 7] [--threads N]
 
 All paths get the same random weights (a full-size pytorch-pretrained-biggan model, made finite as the tests do,
 converted with ``scalegan.convert``), the same z, y and truncation, on the same machine in one run. Per setting:
@@ -83,11 +83,12 @@ def main() -> None:
     parser.add_argument("--resolutions", default="128,256")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--truncation", type=float, default=0.4)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, all cores)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device, t = torch.device(args.device), args.truncation
     for resolution in (int(r) for r in args.resolutions.split(",")):
         log(f"building biggan-deep-{resolution} with random weights ...")
