@@ -139,17 +139,14 @@ def _cross_replica_batch_norm(x, running_mean, running_var, momentum, eps, group
 
     The backward all-reduces the gradients of those sums, so every rank's gradient includes the other ranks'
     losses through the shared statistics: N ranks x B/N images give the gradient of 1 x B (DDP averages it)."""
-
-    def all_reduce(t, group):
-        return _AllReduceSum.apply(t, group)
-
+    all_reduce = _AllReduceSum.apply
     xf = x.float()  # statistics in float32 under autocast, as F.batch_norm keeps them
     c = x.shape[1]
-    sums = all_reduce(torch.cat([xf.sum((0, 2, 3)), xf.new_full((1,), x.numel() // c)]), group=group)
+    sums = all_reduce(torch.cat([xf.sum((0, 2, 3)), xf.new_full((1,), x.numel() // c)]), group)
     count = sums[c]  # images x pixels over all ranks
     mean = sums[:c] / count  # [C]
     centred = xf - mean.view(1, c, 1, 1)
-    var = all_reduce(centred.square().sum((0, 2, 3)), group=group) / count  # biased, for normalising
+    var = all_reduce(centred.square().sum((0, 2, 3)), group) / count  # biased, for normalising
     with torch.no_grad():
         running_mean.lerp_(mean.detach(), momentum)
         running_var.lerp_(var.detach() * (count / (count - 1).clamp_min(1)), momentum)  # unbiased, as torch
