@@ -27,3 +27,20 @@ def tiny_npz(tmp_path):
     path = tmp_path / "tiny.npz"
     np.savez(path, x=x, y=y.astype(np.int64), class_names=np.array(["top", "middle", "bottom"]))
     return path
+
+
+def latest_weights(run, name: str) -> dict:
+    """Tensors of ``name``.safetensors in a run folder's newest checkpoint."""
+    from safetensors.torch import load_file
+
+    ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    return load_file(ckpt / f"{name}.safetensors")
+
+
+def rms_difference(a: dict, b: dict, skip_sn: bool = False) -> float:
+    """Root-mean-square difference over every float tensor of two state dicts (``skip_sn``: not the spectral-norm
+    vectors ``u`` / ``sv``, which only follow the weights)."""
+    assert a.keys() == b.keys()
+    keys = [k for k in a if a[k].is_floating_point() and not (skip_sn and k.endswith((".u", ".sv")))]
+    total = sum((a[k].double() - b[k].double()).square().sum().item() for k in keys)
+    return (total / sum(a[k].numel() for k in keys)) ** 0.5

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from conftest import latest_weights, rms_difference
 
 from scalegan.models.layers import BatchNorm2d, ConditionalBatchNorm2d, batch_norm, set_cross_replica_bn
 from scalegan.training.stream import BatchStream
@@ -113,17 +113,12 @@ def _single(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "scalegan", "train", *args], capture_output=True, text=True)
 
 
-def _weights(run, name):
-    ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
-    return load_file(ckpt / f"{name}.safetensors")
+_weights = latest_weights
 
 
 def _rms_difference(a, b) -> float:
-    """Root-mean-square difference over every float tensor (weights and BN statistics; not the SN vectors)."""
-    assert a.keys() == b.keys()
-    keys = [k for k in a if a[k].is_floating_point() and not k.endswith((".u", ".sv"))]
-    total = sum((a[k].double() - b[k].double()).square().sum().item() for k in keys)
-    return (total / sum(a[k].numel() for k in keys)) ** 0.5
+    """Over weights and BN statistics; not the SN vectors."""
+    return rms_difference(a, b, skip_sn=True)
 
 
 def test_two_ranks_equal_one_process(tiny_npz, tmp_path):

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from conftest import latest_weights, rms_difference
 
 import scalegan
 from scalegan.training import train
@@ -21,9 +21,7 @@ def tiny_config(npz, out, **kw):
     return TrainConfig.from_preset("biggan-fmnist", **{**base, **kw})
 
 
-def weights(run, name):
-    ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
-    return load_file(ckpt / f"{name}.safetensors")
+weights = latest_weights
 
 
 def test_train_writes_a_complete_run(tiny_npz, tmp_path):
@@ -139,10 +137,7 @@ def _d_after_steps(D, G, batches, acc, per_step_power_iteration=True, steps=3):
     return D.state_dict()
 
 
-def _rms(a, b):
-    keys = [k for k in a if a[k].is_floating_point()]
-    return (sum((a[k].double() - b[k].double()).square().sum().item() for k in keys)
-            / sum(a[k].numel() for k in keys)) ** 0.5
+_rms = rms_difference
 
 
 def test_d_accumulation_is_exact():

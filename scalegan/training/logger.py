@@ -22,11 +22,19 @@ class RunLogger:
             except ImportError:  # tensorboard is a dependency, but keep training if it is broken
                 warnings.warn("tensorboard is not importable: writing JSONL logs only", stacklevel=2)
 
-    def scalars(self, step: int, values: dict, jsonl: bool = True) -> None:
-        """A line of ``metrics.jsonl`` (unless ``jsonl=False``) and TensorBoard scalars."""
-        if jsonl:
-            self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+    def record(self, name: str, data: dict) -> None:
+        """Append ``data`` as one JSON line to ``logs/NAME`` (``metrics.jsonl`` stays open; others are opened)."""
+        if name == "metrics.jsonl":
+            self.jsonl.write(json.dumps(data, default=str) + "\n")
             self.jsonl.flush()
+            return
+        with open(self.dir / name, "a") as f:
+            f.write(json.dumps(data, default=str) + "\n")
+
+    def scalars(self, step: int, values: dict, file: str | None = "metrics.jsonl") -> None:
+        """TensorBoard scalars, and a JSON line in ``logs/FILE`` unless ``file`` is None."""
+        if file is not None:
+            self.record(file, {"step": step, **values})
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)):

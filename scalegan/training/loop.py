@@ -301,12 +301,12 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
     def evaluate() -> None:
         nonlocal best
         Gs = sampler()
-        result = evaluator(Gs, step)
-        value = result["metrics"].get(evaluator.best_metric)
+        result = evaluator(Gs)
+        value = result["metrics"][evaluator.best_metric]
         logger.scalars(step, {f"eval/{k}": v for k, v in result["metrics"].items() if isinstance(v, (int, float))},
-                       jsonl=False)
-        evaluator.log(run / "logs" / "eval.jsonl", step, result)
-        if value is not None and (best is None or evaluator.better(value, best["value"])):
+                       file=None)
+        logger.record("eval.jsonl", {"step": step, **result})
+        if best is None or evaluator.better(value, best["value"]):
             best = {"metric": evaluator.best_metric, "value": value, "step": step}
             checkpoint(Gs, name="best")
 
@@ -381,45 +381,36 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
 
 
 class _Evaluator:
-    """Periodic evaluation of the sampling generator (rank 0): the backbone is loaded and the reference
-    statistics are computed (or read from the cache) once, at the start of training."""
+    """Periodic evaluation of the sampling generator (rank 0): the backbone is loaded, ``best_metric`` checked
+    and the reference statistics computed (or read from the cache) once, at the start of training."""
 
     def __init__(self, cfg: TrainConfig, train_dataset, device: torch.device, mcfg):
-        from ..metrics.eval import make_backbone, parse_metrics, reference_stats
+        from ..metrics.eval import _as_reference, make_backbone, parse_metrics
 
         self.cfg = cfg
         self.metrics = parse_metrics(cfg.eval_metrics)
         self.backbone = make_backbone(cfg.eval_backbone, inception_weights=cfg.inception_weights, device=device)
+        fd = "fid" if self.backbone.name == "inception" else "fd"
+        results = {"fid": [fd], "is": ["is_mean", "is_std"], "kid": ["kid_mean", "kid_std"],
+                   "pr": ["precision", "recall"], "dc": ["density", "coverage"], "ifid": [f"intra_{fd}"],
+                   "acc": ["class_accuracy"]}  # the numbers each metric reports, main one first
+        self.best_metric = cfg.best_metric or results[self.metrics[0]][0]
+        available = [r for m in self.metrics for r in results[m]]
+        if self.best_metric not in available:
+            raise ValueError(f"best_metric {self.best_metric!r} is not among the evaluation results {available}: "
+                             "choose one of those, or add its metric to eval_metrics")
+        ref = train_dataset
         if cfg.eval_ref:
             ref = open_dataset(cfg.eval_ref, resolution=mcfg.resolution, channels=mcfg.img_channels,
                                root=cfg.data_root)
-        else:
-            ref = train_dataset
-        keep = 10_000 if cfg.eval_ref_n is None else cfg.eval_ref_n
-        self.reference = reference_stats(ref, self.backbone, cfg.eval_ref_n, keep=keep,
-                                         per_class="ifid" in self.metrics, progress=cfg.progress)
+        self.reference = _as_reference(ref, self.backbone, self.metrics, cfg.eval_ref_n, 100, cache=True)
         self.classifier = self.backbone.model if self.backbone.name == "classifier" else None
-        first = {"fid": "fid" if self.backbone.name == "inception" else "fd", "is": "is_mean", "kid": "kid_mean",
-                 "pr": "precision", "dc": "coverage", "ifid": "intra_fid" if self.backbone.name == "inception"
-                 else "intra_fd", "acc": "class_accuracy"}
-        self.best_metric = cfg.best_metric or first[self.metrics[0]]
 
     def better(self, value: float, old: float) -> bool:
         return value < old if self.best_metric in LOWER_IS_BETTER else value > old
 
-    def __call__(self, G, step: int) -> dict:
+    def __call__(self, G) -> dict:
         from ..metrics.eval import evaluate_generator
 
-        result = evaluate_generator(G, self.reference, self.metrics, self.cfg.eval_n, backbone=self.backbone,
-                                    classifier=self.classifier, seed=self.cfg.seed)
-        if self.best_metric not in result["metrics"]:
-            raise ValueError(f"best_metric {self.best_metric!r} is not among the evaluation results "
-                             f"{sorted(result['metrics'])}: choose one of those, or add its metric to eval_metrics")
-        return result
-
-    @staticmethod
-    def log(path: Path, step: int, result: dict) -> None:
-        import json
-
-        with open(path, "a") as f:
-            f.write(json.dumps({"step": step, **result}, default=str) + "\n")
+        return evaluate_generator(G, self.reference, self.metrics, self.cfg.eval_n, backbone=self.backbone,
+                                  classifier=self.classifier, seed=self.cfg.seed)
