@@ -4,7 +4,9 @@
                                          [--dtype float32] [--channels-last] [--device cpu]
 
 Random weights (speed does not depend on them) and random uint8 inputs at --resolution. The first batch is a
-warm-up and is not counted. Prints one JSON line per resizer.
+warm-up and is not counted. Prints one JSON line per resizer. `--dtype bfloat16` where the device has no native
+bf16 (AVX2-only CPUs emulate it ~50x slower) prints a line saying it was skipped, unless --force; `--dtype auto`
+takes bf16 where native, float32 elsewhere.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import date
 import torch
 from common import emit, log, machine
 
+from scalegan.hardware import bf16_supported, describe_cpu, inference_dtype
 from scalegan.metrics.features import InceptionBackbone
 from scalegan.metrics.inception import random_inception
 from scalegan.metrics.resize import RESIZERS
@@ -28,13 +31,19 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
+    parser.add_argument("--force", action="store_true", help="time bfloat16 even where it is emulated")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--resizers", default="tf1-bilinear", help=f"comma-separated from {', '.join(RESIZERS)}")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
+    if args.dtype == "bfloat16" and not (bf16_supported(args.device) or args.force):
+        emit({"benchmark": "inception_speed", "dtype": "bfloat16", "skipped": f"{describe_cpu()} has no native bf16 "
+              "(emulated ~50x slower than float32); --force runs it", "machine": machine(args.device),
+              "date": date.today().isoformat()})
+        return
+    dtype = inference_dtype(args.dtype, args.device) or torch.float32
     model = random_inception(0)
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (args.batch_size, 3, args.resolution, args.resolution), generator=g,
@@ -58,7 +67,7 @@ def main() -> None:
             "resizer": resizer,
             "batch_size": args.batch_size,
             "input_resolution": args.resolution,
-            "dtype": args.dtype,
+            "dtype": str(dtype).replace("torch.", ""),
             "channels_last": args.channels_last,
             "images_per_s": round(args.batch_size / per_batch, 2),
             "s_per_batch": round(per_batch, 3),

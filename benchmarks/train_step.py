@@ -13,6 +13,10 @@ Modes: `fp32` (the reference path), `bf16` (bf16 autocast + channels_last: the C
 `torch.utils.flop_counter` over the loop's own `discriminator_step` / `generator_step` (convolutions, matmuls,
 attention; forward and backward). Two peaks are timed in the same run: a 4096^3 matmul and the model's largest
 convolution (256 -> 256 channels, 3x3, 32x32). Prints one JSON line for the peaks and one per mode.
+
+bf16 modes (and bf16 peaks) run only where the device computes bf16 natively (`scalegan.hardware`): on an
+AVX2-only CPU oneDNN emulates bf16 ~50x slower than float32, so they are skipped with a JSON line saying why
+(`--force` runs them anyway). On such a CPU the default run (fp32 only) takes ~3 minutes.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 from common import emit, log, machine
 from torch.utils.flop_counter import FlopCounterMode
 
+from scalegan.hardware import bf16_supported, describe_cpu
 from scalegan.losses import LOSSES
 from scalegan.models import build_discriminator, build_generator
 from scalegan.registry import model_config
@@ -108,6 +113,7 @@ def measure(args, mode: str, data: Path, out: Path, flops: int, peaks: dict) -> 
         time_budget=0.0)
     train(cfg)
     lines = [json.loads(x) for x in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    lines = [x for x in lines if "s_per_it" in x]  # the first line records the start (precision, layout)
     times = [x["s_per_it"] for x in lines[warmup:]]
     s = statistics.median(times)
     key = "bf16" if bf16 else "fp32"
@@ -133,20 +139,29 @@ def main() -> None:
     parser.add_argument("--modes", default="fp32,bf16,bf16-compile",
                         help="comma-separated: fp32, bf16 (+ channels_last), bf16-compile, fp32-compile")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--force", action="store_true", help="run bf16 modes even where bf16 is emulated")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     mcfg = model_config(args.model)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16),
-             "conv_fp32": conv_peak(torch.float32), "conv_bf16": conv_peak(torch.bfloat16)}
+    native_bf16 = bf16_supported(args.device) or args.force
+    modes = args.modes.split(",")
+    for mode in [m for m in modes if m.startswith("bf16") and not native_bf16]:
+        emit({"bench": "train_step", "model": args.model, "mode": mode, "skipped": f"{describe_cpu()} CPU has no "
+              "native bf16 (emulated ~50x slower than float32); --force runs it", "machine": machine(args.device),
+              "date": date.today().isoformat()})
+    modes = [m for m in modes if native_bf16 or not m.startswith("bf16")]
+    peaks = {"fp32": matmul_peak(torch.float32), "conv_fp32": conv_peak(torch.float32)}
+    if native_bf16:
+        peaks.update(bf16=matmul_peak(torch.bfloat16), conv_bf16=conv_peak(torch.bfloat16))
     emit({"bench": "peaks", **{f"{k}_gflop_per_s": round(v, 1) for k, v in peaks.items()},
-          "machine": machine(args.device), "date": date.today().isoformat()})
+          "cpu_kind": describe_cpu(), "machine": machine(args.device), "date": date.today().isoformat()})
     flops = flops_per_iteration(args, mcfg)
     with tempfile.TemporaryDirectory() as tmp:
         n = args.batch_size * 4
         data = synthetic_dataset(Path(tmp) / "data.npz", n, mcfg.resolution, mcfg.img_channels, mcfg.n_classes)
-        for mode in args.modes.split(","):
+        for mode in modes:
             log(f"{args.model} {mode}: {args.iterations} timed iterations ...")
             emit(measure(args, mode, data, Path(tmp) / mode, flops, peaks))
 

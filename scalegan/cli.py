@@ -12,6 +12,7 @@ import json
 import sys
 import types
 import typing
+import warnings
 from pathlib import Path
 
 import torch
@@ -84,7 +85,7 @@ def add_train_parser(sub) -> None:
         help_text = f.metadata.get("help", "")
         if t is bool:
             p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=f"{help_text} (default: {f.default})")
+                           help=f"{help_text} (default: {'auto' if f.default is None else f.default})")
         else:
             default = f.default if f.default is not dataclasses.MISSING else None
             choices = f.metadata.get("choices")
@@ -126,7 +127,8 @@ def cmd_train(args) -> int:
         from .data import open_dataset
         from .registry import model_config
 
-        report = {"train": cfg.to_dict()}
+        resolved, hardware = cfg.resolve_hardware(cfg.device)
+        report = {"train": resolved.to_dict(), "hardware": hardware}
         try:
             preset = model_config(cfg.model, **cfg.model_overrides)
             dataset = open_dataset(cfg.data, resolution=preset.resolution,
@@ -365,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+
+    def one_line(message, category, filename, lineno, file=None, line=None):  # warnings read as messages
+        print(f"scalegan {args.command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = one_line
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     try:

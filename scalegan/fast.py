@@ -257,9 +257,14 @@ def fast_generator(G: nn.Module, truncation: float | None = None, interpolation:
     ``truncation``: whose BN statistics to use when ``G`` stores them per truncation (``n_stats > 0``; None =
     the statistics currently in ``G``'s running buffers); ``interpolation``: ``"port"`` or ``"linear"`` (see
     ``GeneratorDeep.set_truncation``); ``dtype``: ``torch.bfloat16`` for bf16 convolutions (the conditioning
-    matmuls stay float32); ``channels_last``: NHWC activations, faster on CPU and GPU. Build it on ``G``'s device.
+    matmuls stay float32), ``"auto"`` for bf16 where the device computes it natively (float32 elsewhere), None
+    for float32 (an explicit bf16 where it is emulated warns); ``channels_last``: NHWC activations, faster on CPU
+    and GPU. Build it on ``G``'s device.
     """
     if not isinstance(G, GeneratorDeep):
         raise NotImplementedError(f"the fast path covers BigGAN-deep generators, got {type(G).__name__}")
+    from .hardware import inference_dtype
+
+    dtype = inference_dtype(dtype, next(G.parameters()).device)
     fast = FastGeneratorDeep(G, truncation, interpolation, dtype, channels_last)
     return fast.to(next(G.parameters()).device).eval()

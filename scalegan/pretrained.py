@@ -131,7 +131,9 @@ class BigGAN:
 
     ``pretrained``: False (random weights of the preset), True (the named pretrained weights from the cache:
     ``biggan-deep-{resolution}``, or ``biggan-{resolution}`` with ``deep=False``), or a pretrained name / a path.
-    ``fast=True`` uses ``scalegan.fast`` (spectral norm folded, BN statistics fixed per truncation).
+    ``fast=True`` uses ``scalegan.fast`` (spectral norm folded, BN statistics fixed per truncation); its ``dtype``
+    is None (float32, the reference), ``"auto"`` (bf16 where the device computes it natively) or a torch dtype
+    (an explicit bf16 on a CPU that emulates it runs with a warning).
     """
 
     def __init__(self, resolution: int = 128, pretrained: bool | str = False, deep: bool = True,
@@ -149,6 +151,10 @@ class BigGAN:
                 from .imagenet import class_names, wordnet_ids
 
                 self.G.class_names, self.G.class_ids = class_names(), wordnet_ids()
+        if fast and dtype is not None:
+            from .hardware import inference_dtype
+
+            dtype = inference_dtype(dtype, device)
         self.name, self.fast, self.dtype = name, fast, dtype
         self._fast_cache: dict = {}
 

@@ -52,8 +52,8 @@ PRESETS: dict[str, dict] = {
         # Sized for the demo: ~0.45 s per iteration with bf16 + channels_last on 2 CPU cores, so the time budget
         # usually ends the run before the iteration count, keeping `scripts/demo.sh` under 15 minutes.
         train=dict(batch_size=64, n_d_steps=2, lr_g=2e-4, lr_d=2e-4, adam_eps=1e-6, ema_decay=0.995,
-                   ema_start=200, g_ortho=0.0, iterations=2000, time_budget=690.0, precision="bf16",
-                   channels_last=True, sample_every=100, ckpt_every=250),
+                   ema_start=200, g_ortho=0.0, iterations=2000, time_budget=690.0, sample_every=100,
+                   ckpt_every=250),
         about="small CPU preset for Fashion-MNIST (the demo)",
     ),
 }

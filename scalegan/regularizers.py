@@ -37,3 +37,39 @@ def class_embeddings(G: nn.Module) -> list[torch.Tensor]:
         if layer is not None:
             tables.append(layer.weight)
     return tables
+
+
+class LeCam:
+    """LeCam regularisation (Tseng et al., CVPR 2021): keeps D's outputs near moving anchors,
+    ``weight * (mean(relu(D(x) - a_fake)^2) + mean(relu(a_real - D(G(z)))^2))``, where ``a_real`` and ``a_fake``
+    are exponential moving averages (``decay``) of D's mean output on real and generated images. It bounds how far
+    D can separate the two, which helps most when data is scarce. The anchors are training state: ``state_dict``
+    / ``load_state_dict`` save and restore them so a resumed run continues exactly."""
+
+    def __init__(self, weight: float, decay: float = 0.99):
+        self.weight, self.decay = weight, decay
+        self.anchor_real: torch.Tensor | None = None
+        self.anchor_fake: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def _track(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
+        real, fake = d_real.float().mean(), d_fake.float().mean()
+        if self.anchor_real is None:
+            self.anchor_real, self.anchor_fake = real.clone(), fake.clone()
+        else:
+            self.anchor_real.lerp_(real, 1 - self.decay)
+            self.anchor_fake.lerp_(fake, 1 - self.decay)
+
+    def __call__(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+        """Update the anchors with this batch's logits, then return the weighted penalty (differentiable)."""
+        self._track(d_real, d_fake)
+        real_term = torch.relu(d_real - self.anchor_fake).pow(2).mean()
+        fake_term = torch.relu(self.anchor_real - d_fake).pow(2).mean()
+        return self.weight * (real_term + fake_term)
+
+    def state_dict(self) -> dict:
+        return {"anchor_real": self.anchor_real, "anchor_fake": self.anchor_fake}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        state = state or {}
+        self.anchor_real, self.anchor_fake = state.get("anchor_real"), state.get("anchor_fake")

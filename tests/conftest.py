@@ -44,3 +44,12 @@ def rms_difference(a: dict, b: dict, skip_sn: bool = False) -> float:
     keys = [k for k in a if a[k].is_floating_point() and not (skip_sn and k.endswith((".u", ".sv")))]
     total = sum((a[k].double() - b[k].double()).square().sum().item() for k in keys)
     return (total / sum(a[k].numel() for k in keys)) ** 0.5
+
+
+def loss_lines(run) -> list[dict]:
+    """The loss records of RUN/logs/metrics.jsonl (its first line records the start: precision, layout)."""
+    import json
+    from pathlib import Path
+
+    lines = [json.loads(x) for x in (Path(run) / "logs" / "metrics.jsonl").read_text().splitlines()]
+    return [x for x in lines if x.get("event") != "start"]

@@ -122,7 +122,7 @@ def test_sigterm_stops_with_a_checkpoint(tiny_npz, tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
     metrics = out / "logs" / "metrics.jsonl"
     deadline = time.time() + 120
-    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)

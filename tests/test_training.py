@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import latest_weights, rms_difference
+from conftest import latest_weights, loss_lines, rms_difference
 
 import scalegan
 from scalegan.training import train
@@ -30,7 +30,7 @@ def test_train_writes_a_complete_run(tiny_npz, tmp_path):
     assert summary["step"] == 4
     assert (run / "samples" / "final.png").is_file() and (run / "samples" / "iter_000002.png").is_file()
     assert list((run / "logs").glob("events.out.tfevents.*"))
-    lines = [json.loads(x) for x in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    lines = loss_lines(run)
     assert [x["step"] for x in lines] == [2, 4]
     assert all(math.isfinite(x[k]) for x in lines for k in ("loss_d_real", "loss_d_fake", "loss_g", "img_per_s"))
     resolved = json.loads((run / "train_config.json").read_text())
@@ -83,7 +83,7 @@ def test_seeded_runs_are_reproducible(tiny_npz, tmp_path):
 
 def test_bf16_channels_last(tiny_npz, tmp_path):
     summary = train(tiny_config(tiny_npz, tmp_path, iterations=3, precision="bf16", channels_last=True))
-    lines = [json.loads(x) for x in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    lines = loss_lines(tmp_path)
     assert summary["step"] == 3 and all(math.isfinite(x["loss_g"]) for x in lines)
     G = weights(tmp_path, "G")
     assert all(v.dtype in (torch.float32, torch.int64) for v in G.values())  # master weights stay float32
@@ -182,22 +182,23 @@ def test_g_accumulation_is_not_exact_because_of_batch_statistics():
     assert _rms(*states) > 1e-6
 
 
-def test_bf16_tracks_float32_for_20_iterations(tiny_npz, tmp_path):
-    """bf16 autocast (8-bit mantissa) against float32, same seed, 20 iterations (batch 32, lr 5e-5: this tiny GAN
-    is chaotic at larger steps, where any rounding difference soon changes its trajectory). Every loss and
-    weight stays finite; the mean absolute loss difference stays under 5% of the mean loss magnitude (measured
-    1.7%) and G's weights within 1% relative RMS (measured 0.13%). Another seed, in float32, is ~100% and ~125%
-    off: the bounds do detect a different run."""
+def test_bf16_tracks_float32(tiny_npz, tmp_path):
+    """bf16 autocast (8-bit mantissa) against float32, same seed, 8 iterations of batch 16 (lr 5e-5: this tiny GAN
+    is chaotic at larger steps, where any rounding difference soon changes its trajectory). Sized for CPUs that
+    emulate bf16 (~50x slower than float32 on AVX2-only CPUs). Every loss and weight stays finite; the mean
+    absolute loss difference stays under 5% of the mean loss magnitude and G's weights within 1% relative RMS
+    (measured 0.4% and 0.07% on a Sapphire Rapids CPU). Another seed, in float32, is 58% and 125% off: the
+    bounds detect a different run."""
     runs = {}
-    common = dict(iterations=20, log_every=1, sample_every=0, batch_size=32, lr_g=5e-5, lr_d=5e-5)
+    common = dict(iterations=8, log_every=1, sample_every=0, batch_size=16, lr_g=5e-5, lr_d=5e-5)
     for name, kw in (("fp32", dict(precision="float32")), ("bf16", dict(precision="bf16", channels_last=True)),
                      ("seed1", dict(precision="float32", seed=1))):
         train(tiny_config(tiny_npz, tmp_path / name, **common, **kw))
-        lines = [json.loads(x) for x in (tmp_path / name / "logs" / "metrics.jsonl").read_text().splitlines()]
+        lines = loss_lines(tmp_path / name)
         losses = torch.tensor([[x["loss_d_real"], x["loss_d_fake"], x["loss_g"]] for x in lines])
         runs[name] = losses, weights(tmp_path / name, "G"), weights(tmp_path / name, "D")
     for losses, G, D in runs.values():
-        assert torch.isfinite(losses).all() and len(losses) == 20
+        assert torch.isfinite(losses).all() and len(losses) == 8
         assert all(torch.isfinite(v).all() for w in (G, D) for v in w.values() if v.is_floating_point())
 
     def gaps(a, b):
@@ -206,14 +207,14 @@ def test_bf16_tracks_float32_for_20_iterations(tiny_npz, tmp_path):
         return loss_gap, _rms(ga, gb) / _rms(ga, {k: v * 0 for k, v in ga.items()})
 
     loss_gap, weight_gap = gaps("fp32", "bf16")
-    assert loss_gap < 0.05 and weight_gap < 0.01, (loss_gap, weight_gap)
     other_loss, other_weights = gaps("fp32", "seed1")
+    assert loss_gap < 0.05 and weight_gap < 0.01, (loss_gap, weight_gap)
     assert other_loss > 0.2 and other_weights > 0.2
 
 
 def test_fp16_with_loss_scaling_trains_and_resumes(tiny_npz, tmp_path):
     summary = train(tiny_config(tiny_npz, tmp_path, iterations=3, precision="fp16"))
-    lines = [json.loads(x) for x in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    lines = loss_lines(tmp_path)
     assert summary["step"] == 3 and all(math.isfinite(x["loss_g"]) for x in lines)
     state = torch.load(tmp_path / "checkpoints" / "step_0000003" / "state.pt", weights_only=True)
     assert state["scaler_G"]["scale"] > 0 and state["scaler_D"]["scale"] > 0  # the loss scales are saved

@@ -57,7 +57,11 @@ class InceptionBackbone:
             raise ValueError(f"unknown resizer {resizer!r}; choose one of {', '.join(RESIZERS)}")
         if normalization not in ("tf", "unit"):
             raise ValueError(f"normalization must be 'tf' or 'unit', got {normalization!r}")
+        from ..hardware import inference_dtype
+
         self.device = torch.device(device)
+        # float32 is the reference (FID and IS are defined on it); "auto" takes bf16 where the device has it.
+        dtype = inference_dtype(dtype, self.device) or torch.float32
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
         # channels_last: ~1.3x faster on x86 CPUs; the default layout is the reference (a test equates them).

@@ -59,6 +59,11 @@ class BigGANConfig:
     hier: bool = True  # split z into one chunk per stage plus one for the first linear
     g_attn: tuple[int, ...] = (64,)  # resolutions after which G applies self-attention
     d_attn: tuple[int, ...] = (64,)
+    # Per-stage output width multipliers of G's blocks (lowest resolution first) and of D's blocks (input
+    # first); empty = BigGAN's (e.g. 4, 4, 4 at 32 px). A pyramid such as g_mult=(4, 2, 1) puts few channels at
+    # the high resolutions, where most of the FLOPs are: cheaper steps for small CPU presets.
+    g_mult: tuple[int, ...] = ()
+    d_mult: tuple[int, ...] = ()
     g_se: bool = False  # squeeze-and-excitation in every G block
     d_se: bool = False
     bn_eps: float = 1e-5
@@ -68,10 +73,15 @@ class BigGANConfig:
     family = "biggan"
 
     def __post_init__(self):
-        for name in ("g_attn", "d_attn"):
+        for name in ("g_attn", "d_attn", "g_mult", "d_mult"):
             object.__setattr__(self, name, tuple(int(r) for r in getattr(self, name)))
         if self.resolution not in G_ARCH:
             raise ValueError(f"BigGAN resolution {self.resolution} unsupported: use one of {sorted(G_ARCH)}")
+        for name, arch in (("g_mult", G_ARCH[self.resolution][1]), ("d_mult", D_ARCH[self.resolution][1])):
+            value = getattr(self, name)
+            if value and (len(value) != len(arch) or min(value) < 1):
+                raise ValueError(f"{name} needs {len(arch)} positive multipliers at {self.resolution} px "
+                                 f"(BigGAN's: {tuple(arch)}), got {value}")
         if self.img_channels not in (1, 3):
             raise ValueError(f"img_channels must be 1 or 3, got {self.img_channels}")
         if self.n_classes < 0:
@@ -158,6 +168,9 @@ class Generator(SamplingMixin, nn.Module):
         super().__init__()
         self.config = cfg = config
         g_in, g_out = G_ARCH[cfg.resolution]
+        if cfg.g_mult:
+            g_out = list(cfg.g_mult)
+            g_in = [g_out[0], *g_out[:-1]]
         ch = cfg.ch
         self.shared = nn.Embedding(cfg.n_classes, cfg.shared_dim) if (cfg.n_classes and cfg.shared_dim) else None
         if cfg.n_classes and cfg.shared_dim:
@@ -216,6 +229,9 @@ class Discriminator(nn.Module):
         super().__init__()
         self.config = cfg = config
         d_in, d_out, down = D_ARCH[cfg.resolution]
+        if cfg.d_mult:
+            d_out = list(cfg.d_mult)
+            d_in = [0, *d_out[:-1]]
         ch = cfg.d_ch
         self.blocks = nn.ModuleList()
         self.attention = nn.ModuleDict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-PRECISIONS = ("float32", "bf16", "fp16")
+PRECISIONS = ("auto", "float32", "bf16", "fp16")
 
 
 def _f(default, help: str, **kw):
@@ -41,13 +41,23 @@ class TrainConfig:
     ema: bool = _f(True, "keep an exponential moving average of G (weights and BN buffers)")
     ema_decay: float = _f(0.999, "EMA decay")
     ema_start: int = _f(500, "iteration at which EMA averaging starts (before: a plain copy of G)")
+    ema_halflife_kimg: float = _f(0.0, "EMA half-life in thousands of G images, with ramp-up (the stylegan2-ada "
+                                  "form; replaces ema_decay and ema_start); 0 = off")
+    ema_rampup: float = _f(0.05, "with ema_halflife_kimg: the half-life is at most this fraction of the images "
+                           "seen so far, so the average follows G closely early on; 0 = no ramp-up")
+    augment: str = _f("", "DiffAugment policy applied to real and fake images before D: comma-separated "
+                      "translation, cutout, color; empty = off")
+    lecam: float = _f(0.0, "LeCam regularisation weight for D (Tseng et al. 2021; e.g. 0.3); 0 = off")
+    lecam_decay: float = _f(0.99, "decay of LeCam's moving anchors of D's real and fake outputs")
     standing_stats: int = _f(0, "before saving the sampling generator, recompute its BN statistics over "
                              "this many generated batches; 0 = off")
     seed: int = _f(0, "seed for initialisation, data order and noise")
-    precision: str = _f("float32", "float32; bf16 (autocast: AMX/AVX-512 CPUs, CUDA); or fp16 (autocast with "
-                        "dynamic loss scaling, for GPUs without bf16; runs on CPU too, slowly). Spectral norm, BN "
-                        "statistics, losses and optimizer state stay float32", choices=PRECISIONS)
-    channels_last: bool = _f(False, "channels_last memory format (faster convolutions with bf16 on CPU)")
+    precision: str = _f("auto", "auto (bf16 where the device computes it natively: CUDA with bf16, CPUs with "
+                        "AVX-512-bf16 or AMX; float32 elsewhere), float32, bf16 (autocast), or fp16 (autocast with "
+                        "dynamic loss scaling, for GPUs without bf16). Spectral norm, BN statistics, losses and "
+                        "optimizer state stay float32", choices=PRECISIONS)
+    channels_last: bool | None = _f(None, "channels_last memory format; default auto: on for CPUs (faster in "
+                                    "float32 and bf16) and for CUDA under bf16/fp16")
     compile: bool = _f(False, "torch.compile G and D (inductor); the first iterations are slow while it compiles")
     device: str = _f("cpu", "torch device: cpu, cuda, cuda:1, ... (under torchrun, cuda means each process's "
                      "cuda:LOCAL_RANK)")
@@ -97,6 +107,17 @@ class TrainConfig:
 
         return cls.from_dict({"model": model, **get_preset(model).get("train", {}), **overrides})
 
+    def resolve_hardware(self, device) -> tuple[TrainConfig, dict]:
+        """This config with ``precision`` and ``channels_last`` resolved for ``device``, and a record of the
+        choices and their reasons (written to train_config.json, the first log line and ``--dry-run``)."""
+        from ..hardware import choose_channels_last, choose_precision
+
+        precision = choose_precision(self.precision, device)
+        layout = choose_channels_last(self.channels_last, device, precision.value)
+        record = {"device": str(device), "precision": precision.value, "precision_reason": precision.reason,
+                  "channels_last": layout.value, "channels_last_reason": layout.reason}
+        return dataclasses.replace(self, precision=precision.value, channels_last=layout.value), record
+
     def validate(self) -> None:
         from ..losses import LOSSES
 
@@ -110,6 +131,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0")
         if not 0 <= self.ema_decay < 1:
             raise ValueError("ema_decay must be in [0, 1)")
+        if self.ema_halflife_kimg < 0 or self.ema_rampup < 0:
+            raise ValueError("ema_halflife_kimg and ema_rampup must be >= 0")
+        if self.lecam < 0 or not 0 <= self.lecam_decay < 1:
+            raise ValueError("lecam must be >= 0 and lecam_decay in [0, 1)")
+        from ..augment import parse_policy
+
+        parse_policy(self.augment)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.eval_every < 0 or self.eval_n < 2:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -25,18 +26,19 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import __version__
+from ..augment import diff_augment, parse_policy
 from ..data import open_dataset
 from ..losses import LOSSES
 from ..models import build_discriminator, build_generator, config_from_dict
 from ..models.layers import SpectralNorm, set_cross_replica_bn
 from ..registry import model_config
-from ..regularizers import class_embeddings, orthogonal_penalty
+from ..regularizers import LeCam, class_embeddings, orthogonal_penalty
 from ..sampling import make_grid, sample_z, save_image, standing_stats
 from ..utils import read_json, write_json
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, all_sum, any_rank, init_distributed, shutdown
-from .ema import ema_update
+from .ema import ema_beta, ema_update
 from .logger import RunLogger
 from .stream import BatchStream
 
@@ -96,10 +98,12 @@ class PowerIterationPerStep:
 
 def discriminator_step(D_train: nn.Module, G_forward, batches, loss_fn, opt: torch.optim.Optimizer, scaler,
                        autocast, sn: PowerIterationPerStep, n_classes: int, ortho: float = 0.0,
-                       D: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       D: nn.Module | None = None, augment=None, lecam: LeCam | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """One D update from micro-batches ``[(x, y, z, y_fake), ...]``; gradients average over them.
 
     G runs without gradients (in whatever mode it is in: training mode uses batch statistics, as BigGAN does).
+    ``augment`` (images -> images) is applied to real and fake alike; ``lecam`` adds its penalty to D's loss.
     ``D_train`` may be a DDP wrapper of ``D``: its gradients are all-reduced once, after the last micro-batch.
     Returns the mean (real, fake) loss terms."""
     acc = len(batches)
@@ -113,10 +117,16 @@ def discriminator_step(D_train: nn.Module, G_forward, batches, loss_fn, opt: tor
                 with torch.no_grad():
                     fake = G_forward(z, y_fake).float()
                 labels = torch.cat([y_fake, y]) if n_classes else None
-                logits = D_train(torch.cat([fake, x]), labels).float()  # one D pass over fake + real
+                images = torch.cat([fake, x])
+                if augment is not None:
+                    images = augment(images)
+                logits = D_train(images, labels).float()  # one D pass over fake + real
             d_fake, d_real = logits.split([len(fake), len(x)])
             loss_real, loss_fake = loss_fn(d_real, d_fake)
-            scaler.scale((loss_real + loss_fake) / acc).backward()
+            loss = loss_real + loss_fake
+            if lecam is not None:
+                loss = loss + lecam(d_real, d_fake)
+            scaler.scale(loss / acc).backward()
         terms.append(torch.stack([loss_real.detach(), loss_fake.detach()]))
     if ortho:
         scaler.scale(orthogonal_penalty(D if D is not None else D_train, ortho)).backward()
@@ -128,7 +138,7 @@ def discriminator_step(D_train: nn.Module, G_forward, batches, loss_fn, opt: tor
 
 def generator_step(G_train: nn.Module, D_forward, noises, loss_fn, opt: torch.optim.Optimizer, scaler, autocast,
                    sn: PowerIterationPerStep, ortho: float = 0.0, G: nn.Module | None = None,
-                   no_ortho=()) -> torch.Tensor:
+                   no_ortho=(), augment=None) -> torch.Tensor:
     """One G update from micro-batches of noise ``[(z, y_fake), ...]``; D's parameters must not require grad.
 
     Not exact under accumulation: G's batch norms normalise each micro-batch with its own statistics."""
@@ -140,7 +150,8 @@ def generator_step(G_train: nn.Module, D_forward, noises, loss_fn, opt: torch.op
         sync = contextlib.nullcontext() if j == acc - 1 or not hasattr(G_train, "no_sync") else G_train.no_sync()
         with sync:
             with autocast():
-                logits = D_forward(G_train(z, y_fake), y_fake).float()
+                fake = G_train(z, y_fake)
+                logits = D_forward(augment(fake) if augment is not None else fake, y_fake).float()
             loss = loss_fn(logits)
             scaler.scale(loss / acc).backward()
         losses.append(loss.detach())
@@ -169,6 +180,10 @@ def train(cfg: TrainConfig) -> dict:
 def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
     run = Path(cfg.out_dir)
     main = info.is_main
+    cfg, hardware = cfg.resolve_hardware(device)
+    if main:
+        print(f"scalegan train: precision {hardware['precision']} ({hardware['precision_reason']}); channels_last "
+              f"{hardware['channels_last']} ({hardware['channels_last_reason']})", file=sys.stderr)
     ckpt = latest_checkpoint(run)
     if ckpt is not None and not cfg.resume:
         raise FileExistsError(f"{run} already holds a run (checkpoint {ckpt.name}): pass --resume to continue "
@@ -203,6 +218,10 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
     # Noise is one seeded stream of global batches, of which each rank uses its slice (see the module docstring).
     noise = torch.Generator().manual_seed(cfg.seed + 1)
     fixed = torch.Generator().manual_seed(cfg.seed + 2)
+    augment_rng = torch.Generator().manual_seed(cfg.seed + 3)  # DiffAugment's draws (CPU, saved in checkpoints)
+    policy = parse_policy(cfg.augment)
+    augment = (lambda images: diff_augment(images, policy, augment_rng)) if policy else None
+    lecam = LeCam(cfg.lecam, cfg.lecam_decay) if cfg.lecam else None
     rows = min(mcfg.n_classes, 10) if mcfg.n_classes else 10
     fixed_z = sample_z(rows * 10, mcfg.dim_z, cfg.sample_truncation, generator=fixed).to(device)
     fixed_y = torch.arange(rows).repeat_interleave(10).to(device) if mcfg.n_classes else None
@@ -216,6 +235,10 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
         scaler_G.load_state_dict(state.get("scaler_G") or {})
         scaler_D.load_state_dict(state.get("scaler_D") or {})
         noise.set_state(state["noise_rng"])
+        if state.get("augment_rng") is not None:
+            augment_rng.set_state(state["augment_rng"])
+        if lecam is not None:
+            lecam.load_state_dict(state.get("lecam"))
         step, elapsed, stream_state = state["step"], state["elapsed"], state["stream"]
         best = state.get("best")
         saved_world = state.get("world_size", 1)
@@ -248,9 +271,11 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
         run.mkdir(parents=True, exist_ok=True)
         (run / "samples").mkdir(exist_ok=True)
         write_json(run / "train_config.json", {"scalegan_version": __version__, "train": cfg.to_dict(),
-                                               "model": mcfg.to_dict(), "dataset": dataset.describe(),
-                                               "world_size": info.world_size})
+                                               "hardware": hardware, "model": mcfg.to_dict(),
+                                               "dataset": dataset.describe(), "world_size": info.world_size})
     logger = RunLogger(run / "logs", cfg.tensorboard) if main else None
+    if main:
+        logger.record("metrics.jsonl", {"step": step, "event": "start", "world_size": info.world_size, **hardware})
     evaluator = _Evaluator(cfg, dataset, device, mcfg) if (main and cfg.eval_every) else None
     d_loss_fn, g_loss_fn = LOSSES[cfg.loss]
     no_ortho = class_embeddings(G)
@@ -292,7 +317,9 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
     def checkpoint(Gs=None, name: str | None = None) -> Path:
         state = {"step": step, "elapsed": elapsed, "stream": stream.state(), "opt_G": opt_G.state_dict(),
                  "opt_D": opt_D.state_dict(), "scaler_G": scaler_G.state_dict(), "scaler_D": scaler_D.state_dict(),
-                 "noise_rng": noise.get_state(), "best": best, "world_size": info.world_size,
+                 "noise_rng": noise.get_state(), "augment_rng": augment_rng.get_state(),
+                 "lecam": lecam.state_dict() if lecam is not None else None, "best": best,
+                 "world_size": info.world_size,
                  "train_config": cfg.to_dict()}
         extra = {"eval": best} if name == "best" else {}
         return save_checkpoint(run, step, {**modules, "model": Gs or sampler()}, state, mcfg, keep=cfg.keep_checkpoints,
@@ -327,13 +354,17 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
             for _ in range(cfg.n_d_steps):
                 batches = [(*real_batch(), *draw_noise()) for _ in range(acc)]
                 loss_real, loss_fake = discriminator_step(D_train, G_train, batches, d_loss_fn, opt_D, scaler_D,
-                                                          autocast, sn_D, mcfg.n_classes, cfg.d_ortho, D)
+                                                          autocast, sn_D, mcfg.n_classes, cfg.d_ortho, D, augment,
+                                                          lecam)
             D.requires_grad_(False)
             g_loss = generator_step(G_train, D_forward, [draw_noise() for _ in range(acc)], g_loss_fn, opt_G,
-                                    scaler_G, autocast, sn_G, cfg.g_ortho, G, no_ortho)
+                                    scaler_G, autocast, sn_G, cfg.g_ortho, G, no_ortho, augment)
             D.requires_grad_(True)
             step += 1
-            if G_ema is not None:
+            if G_ema is not None and cfg.ema_halflife_kimg:
+                images = bs * acc * world
+                ema_update(G_ema, G, ema_beta(step * images, images, cfg.ema_halflife_kimg, cfg.ema_rampup))
+            elif G_ema is not None:
                 ema_update(G_ema, G, cfg.ema_decay, step, cfg.ema_start)
             elapsed += time.perf_counter() - t0
             bar.update(1)

@@ -1,0 +1,189 @@
+"""Time to quality: the CPU training benchmark. Trains a preset on Fashion-MNIST for a wall-clock budget and, every
+``--every`` seconds of training, measures the sampling generator (G_ema) with the project's Fashion-MNIST classifier:
+class consistency (the share of class-balanced samples it assigns to the requested class) and FD on its features.
+
+    python benchmarks/time_to_quality.py --budget 600 --every 60 --seed 0 --label demo
+    python benchmarks/time_to_quality.py --label ttur --train n_d_steps=1 --train lr_d=4e-4 --set ch=16
+    python benchmarks/time_to_quality.py --plot benchmarks/results/ttq/*/curve.jsonl --out-png docs/ttq.png
+    python benchmarks/time_to_quality.py --table benchmarks/results/ttq/*/curve.jsonl --at 400   # markdown A/B
+
+Training runs in chunks of ``--every`` seconds (``time_budget`` k * every, resumed from the previous chunk's
+checkpoint; resuming is exact, so the chunks train what one run would). Only the training steps count as training
+time (the loop's ``elapsed``); evaluation, checkpoints and restarts do not. Prints one JSON line per evaluation
+(and writes them to OUT/curve.jsonl), naming the machine and the precision chosen, and a PNG of quality against
+seconds (OUT/curve.png; needs matplotlib: ``pip install -e .[bench]``).
+
+The classifier comes from --classifier-dir, trained there on first use (``benchmarks/demo_quality.py`` shares it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from common import emit, log, machine
+
+from scalegan.cli import parse_overrides
+from scalegan.data import open_dataset
+from scalegan.hardware import describe_cpu
+from scalegan.metrics.eval import _as_reference, evaluate_generator, make_backbone
+from scalegan.training import TrainConfig, train
+from scalegan.weights import load
+
+
+def ensure_classifier(directory: Path, device: str) -> None:
+    if (directory / "model.safetensors").is_file():
+        return
+    from scalegan.metrics.classifier import save_classifier, train_classifier
+
+    log(f"training the Fashion-MNIST classifier into {directory} (once)")
+    model = train_classifier(open_dataset("fashion-mnist", split="train"), epochs=3, batch_size=64, augment=False,
+                             hflip=False, seed=0, device=device, width=16)
+    save_classifier(model, directory)
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    out = Path(args.out or f"benchmarks/results/ttq/{args.label}_seed{args.seed}")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    classifier_dir = Path(args.classifier_dir)
+    ensure_classifier(classifier_dir, args.device)
+    backbone = make_backbone(f"classifier:{classifier_dir}", device=args.device)
+    reference = _as_reference(open_dataset("fashion-mnist", split="train"), backbone, ["fid", "acc"], None, 100,
+                              cache=True)
+    train_keys = parse_overrides(args.train)
+    records, started = [], time.perf_counter()
+    for k in range(1, int(args.budget // args.every) + 1):
+        cfg = TrainConfig.from_preset(
+            args.model, **{**train_keys, "out_dir": str(out / "run"), "seed": args.seed, "device": args.device,
+                           "iterations": 10**9, "time_budget": k * args.every, "resume": k > 1, "sample_every": 0,
+                           "ckpt_every": 0, "keep_checkpoints": 1, "progress": False, "tensorboard": False},
+            model_overrides=parse_overrides(args.set))
+        summary = train(cfg)
+        hardware = json.loads((out / "run" / "train_config.json").read_text())["hardware"]
+        t0 = time.perf_counter()
+        G = load(out / "run", device=args.device)
+        result = evaluate_generator(G, reference, ["fid", "acc"], args.eval_n, backbone=backbone, seed=123)
+        record = {"bench": "time_to_quality", "label": args.label, "seed": args.seed, "model": args.model,
+                  "train": train_keys, "set": parse_overrides(args.set),
+                  "train_seconds": round(summary["wall_seconds"], 1), "step": summary["step"],
+                  "class_consistency": result["metrics"]["class_accuracy"], "fd": result["metrics"]["fd"],
+                  "eval_n": args.eval_n, "eval_seconds": round(time.perf_counter() - t0, 1),
+                  "wall_seconds": round(time.perf_counter() - started, 1), "precision": hardware["precision"],
+                  "channels_last": hardware["channels_last"], "cpu_kind": describe_cpu(),
+                  "machine": machine(args.device), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+        if args.standing_stats:  # the same G with BN statistics recomputed over generated batches
+            from scalegan.sampling import standing_stats
+
+            standing_stats(G, args.standing_stats, 64, seed=args.seed)
+            result = evaluate_generator(G, reference, ["fid", "acc"], args.eval_n, backbone=backbone, seed=123)
+            record.update(class_consistency_standing=result["metrics"]["class_accuracy"],
+                          fd_standing=result["metrics"]["fd"])
+        emit(record)
+        records.append(record)
+        with open(out / "curve.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+    plot([out / "curve.jsonl"], out / "curve.png")
+    return records
+
+
+def plot(curves: list[Path], png: Path) -> None:
+    """Class consistency and FD against training seconds, one line per curve file."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed (pip install -e .[bench]): no plot written")
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    title = ""
+    for path in curves:
+        rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+        if not rows:
+            continue
+        t = [r["train_seconds"] for r in rows]
+        name = f"{rows[0]['label']} s{rows[0]['seed']} ({rows[0]['precision']})"
+        a.plot(t, [r["class_consistency"] for r in rows], marker=".", label=name)
+        b.plot(t, [r["fd"] for r in rows], marker=".", label=name)
+        title = f"{rows[0]['cpu_kind']}: {rows[0]['machine']}"
+    a.set(xlabel="training seconds", ylabel="class consistency", ylim=(0, 1))
+    b.set(xlabel="training seconds", ylabel="FD (classifier features)", yscale="log")
+    a.axhline(0.85, color="grey", lw=0.5)
+    b.axhline(15, color="grey", lw=0.5)
+    a.legend(fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png.with_name(png.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(png)
+    log(f"plot: {png}")
+
+
+def table(curves: list[Path], at: float) -> str:
+    """A markdown table: per label, the seeds' class consistency and FD at the evaluation nearest ``at`` seconds."""
+    arms: dict[str, list[dict]] = {}
+    for path in curves:
+        rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+        rows = [r for r in rows if abs(r["train_seconds"] - at) <= 0.05 * at]  # runs that reached `at`
+        if rows:
+            arms.setdefault(rows[0]["label"], []).append(min(rows, key=lambda r: abs(r["train_seconds"] - at)))
+    lines = ["| arm | changes from the base | seeds | iterations | class consistency | FD |",
+             "|---|---|---|---|---|---|"]
+    for label, rows in sorted(arms.items(), key=lambda kv: -sum(r["class_consistency"] for r in kv[1]) / len(kv[1])):
+        rows.sort(key=lambda r: r["seed"])
+        changes = " ".join(f"{k}={v}" for k, v in {**rows[0]["train"], **rows[0]["set"]}.items())
+        cc = [r["class_consistency"] for r in rows]
+        fd = [r["fd"] for r in rows]
+        lines.append(f"| {label} | {changes} | {len(rows)} | {' / '.join(str(r['step']) for r in rows)} | "
+                     f"{sum(cc) / len(cc):.3f} ({' / '.join(f'{v:.3f}' for v in cc)}) | "
+                     f"{sum(fd) / len(fd):.1f} ({' / '.join(f'{v:.1f}' for v in fd)}) |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="biggan-fmnist")
+    parser.add_argument("--label", default="default", help="name of this arm (results folder and plot legend)")
+    parser.add_argument("--budget", type=float, default=600, help="training seconds in all")
+    parser.add_argument("--every", type=float, default=60, help="training seconds between evaluations")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", action="append", metavar="KEY=VALUE", help="training config value (repeatable)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config value (repeatable)")
+    parser.add_argument("--eval-n", type=int, default=5000, help="generated images per evaluation")
+    parser.add_argument("--standing-stats", type=int, default=0, metavar="N",
+                        help="also evaluate G with standing BN statistics over N generated batches of 64")
+    parser.add_argument("--classifier-dir", default="benchmarks/results/fmnist_classifier")
+    parser.add_argument("--out", help="results folder (default: benchmarks/results/ttq/LABEL_seedSEED)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--plot", nargs="+", metavar="CURVE", help="only plot these curve.jsonl files together")
+    parser.add_argument("--out-png", default="benchmarks/results/ttq/compare.png", help="with --plot: the PNG")
+    parser.add_argument("--table", nargs="+", metavar="CURVE", help="only print a markdown table of these curves")
+    parser.add_argument("--at", type=float, default=400, help="with --table: training seconds to compare at")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.table:
+        print(table([Path(p) for p in args.table], args.at))
+        return 0
+    if args.plot:
+        plot([Path(p) for p in args.plot], Path(args.out_png))
+        return 0
+    if args.every <= 0 or args.budget < args.every:
+        parser.error("need 0 < --every <= --budget")
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

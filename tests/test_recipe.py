@@ -1,0 +1,128 @@
+"""Training options of the CPU recipe: DiffAugment, LeCam, the half-life EMA, pyramid channel widths."""
+
+import pytest
+import torch
+from conftest import latest_weights
+from test_training import TINY, tiny_config
+
+from scalegan import create_model
+from scalegan.augment import color, cutout, diff_augment, parse_policy, translation
+from scalegan.regularizers import LeCam
+from scalegan.training import train
+from scalegan.training.ema import ema_beta
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("policy", ["color", "translation", "cutout", "color,translation,cutout"])
+def test_augmentations_are_differentiable_and_seeded(policy):
+    x = torch.randn(6, 3, 16, 16, requires_grad=True)
+    out = diff_augment(x, policy, _gen())
+    assert out.shape == x.shape
+    out.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0  # gradients reach the input
+    assert torch.equal(out, diff_augment(x, policy, _gen()))  # the generator decides everything
+    assert not torch.equal(out, diff_augment(x, policy, _gen(1)))
+
+
+def test_translation_shifts_whole_images_with_zero_fill():
+    x = torch.arange(1, 1 + 2 * 16 * 16, dtype=torch.float32).view(2, 1, 16, 16)
+    out = translation(x, generator=_gen(3))
+    for i in range(2):
+        padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
+        shifts = [(dy, dx) for dy in range(5) for dx in range(5)
+                  if torch.equal(out[i], padded[:, dy:dy + 16, dx:dx + 16])]
+        assert len(shifts) == 1  # a shift of at most 16/8 = 2 pixels, vacated pixels 0
+
+
+def test_cutout_zeroes_one_square_of_at_most_a_quarter():
+    x = torch.ones(64, 1, 16, 16)
+    out = cutout(x, generator=_gen())
+    zeroed = (out == 0).float().mean(dim=(1, 2, 3))
+    assert zeroed.max() <= 0.25 and zeroed.min() > 0 and zeroed.mean() > 0.1
+    assert torch.equal(color(torch.zeros(2, 1, 4, 4), _gen()).std(dim=(1, 2, 3)), torch.zeros(2))  # flat stays flat
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        parse_policy("translation,flip")
+
+
+def test_augmentation_is_applied_to_real_and_fake_alike_in_d_and_g_steps():
+    from scalegan.losses import LOSSES
+    from scalegan.training.loop import PowerIterationPerStep, discriminator_step, generator_step
+
+    G, D = create_model("biggan-fmnist", **TINY, n_classes=3, img_channels=1)
+    seen = []
+
+    def augment(images):
+        seen.append(images)
+        return images.flip(3)
+
+    autocast = torch.autocast("cpu", enabled=False)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    x, y = torch.rand(4, 1, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    z, y_fake = torch.randn(4, G.config.dim_z), torch.tensor([1, 1, 2, 0])
+    opt = torch.optim.Adam(D.parameters())
+    sn = PowerIterationPerStep(D, enabled=False)
+    discriminator_step(D, G, [(x, y, z, y_fake)], LOSSES["hinge"][0], opt, scaler, lambda: autocast, sn, 3,
+                       augment=augment)
+    assert len(seen) == 1 and seen[0].shape[0] == 8 and torch.equal(seen[0][4:], x)  # fakes first, then reals
+    D.requires_grad_(False)
+    generator_step(G, D, [(z, y_fake)], LOSSES["hinge"][1], torch.optim.Adam(G.parameters()), scaler,
+                   lambda: autocast, sn, augment=augment)
+    assert len(seen) == 2 and seen[1].shape[0] == 4 and seen[1].requires_grad  # G's gradient goes through it
+
+
+def test_lecam_penalty_by_hand():
+    reg = LeCam(weight=0.5, decay=0.9)
+    d_real, d_fake = torch.tensor([1.0, 3.0]), torch.tensor([-1.0, 0.0])
+    # First call: anchors = the batch means (2, -0.5). relu(real - (-0.5))^2 = 2.25, 12.25; relu(2 - fake)^2 = 9, 4.
+    assert reg(d_real, d_fake).item() == pytest.approx(0.5 * (7.25 + 6.5))
+    reg(torch.tensor([4.0, 4.0]), torch.tensor([0.0, 0.0]))
+    assert reg.anchor_real.item() == pytest.approx(0.9 * 2 + 0.1 * 4) and reg.anchor_fake.item() == pytest.approx(-0.45)
+
+
+def test_augment_and_lecam_state_resume_exactly(tiny_npz, tmp_path):
+    kw = dict(augment="translation,cutout", lecam=0.3, ema_halflife_kimg=0.1, n_d_steps=1)
+    train(tiny_config(tiny_npz, tmp_path / "full", iterations=4, **kw))
+    train(tiny_config(tiny_npz, tmp_path / "split", iterations=2, **kw))
+    train(tiny_config(tiny_npz, tmp_path / "split", iterations=4, resume=True, **kw))
+    for name in ("G", "D", "G_ema"):
+        a, b = latest_weights(tmp_path / "full", name), latest_weights(tmp_path / "split", name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    state = torch.load(tmp_path / "split" / "checkpoints" / "step_0000004" / "state.pt", weights_only=True)
+    assert state["lecam"]["anchor_real"] is not None and state["augment_rng"] is not None
+    # The options do something: without them the weights differ.
+    train(tiny_config(tiny_npz, tmp_path / "plain", iterations=4, n_d_steps=1, ema_halflife_kimg=0.1))
+    plain = latest_weights(tmp_path / "plain", "D")
+    full = latest_weights(tmp_path / "full", "D")
+    assert any(not torch.equal(plain[k], full[k]) for k in plain)
+
+
+def test_half_life_ema():
+    # stylegan2-ada: beta = 0.5 ** (batch / halflife), halflife = min(kimg * 1000, rampup * images seen).
+    assert ema_beta(1000, 10, 100, 0.05) == pytest.approx(0.5 ** (10 / 50))
+    assert ema_beta(10**7, 10, 1, 0.05) == pytest.approx(0.5 ** (10 / 1000))
+    assert ema_beta(10**7, 10, 1, 0.0) == pytest.approx(0.5 ** (10 / 1000))
+
+
+def test_half_life_ema_in_training(tiny_npz, tmp_path):
+    train(tiny_config(tiny_npz, tmp_path / "hl", iterations=3, ema_halflife_kimg=0.016, ema_rampup=0.0))
+    train(tiny_config(tiny_npz, tmp_path / "copy", iterations=3, ema_halflife_kimg=1e-9, ema_rampup=0.0))
+    G = latest_weights(tmp_path / "hl", "G")
+    ema, copied = latest_weights(tmp_path / "hl", "G_ema"), latest_weights(tmp_path / "copy", "G_ema")
+    # A tiny half-life makes the average a copy of G; 16 images (one batch) a real average that differs from G.
+    copy_G = latest_weights(tmp_path / "copy", "G")
+    assert all(torch.equal(copied[k], copy_G[k]) for k in copied if copied[k].is_floating_point())
+    assert any(not torch.equal(ema[k], G[k]) for k in ema if ema[k].is_floating_point())
+
+
+def test_pyramid_widths():
+    G, D = create_model("biggan-fmnist", g_mult=(4, 2, 1), d_mult=(1, 2, 4, 4))
+    assert G.output_bn.num_features == G.config.ch  # 32 px stage: ch * 1
+    assert G(torch.randn(2, G.config.dim_z), torch.tensor([0, 1])).shape == (2, 1, 32, 32)
+    assert D(torch.randn(2, 1, 32, 32), torch.tensor([0, 1])).shape[0] == 2
+    flat = create_model("biggan-fmnist")[0]
+    assert sum(p.numel() for p in G.parameters()) < sum(p.numel() for p in flat.parameters())
+    with pytest.raises(ValueError, match="g_mult needs 3 positive multipliers"):
+        create_model("biggan-fmnist", g_mult=(4, 2))
