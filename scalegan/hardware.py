@@ -13,6 +13,7 @@ bf16/fp16 tensor cores; on CUDA in float32 the default layout is kept.
 from __future__ import annotations
 
 import functools
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -58,7 +59,8 @@ def describe_cpu() -> str:
         pass
     capability = torch.backends.cpu.get_cpu_capability()
     if _cpu_bf16():
-        return "AMX" if "amx_bf16" in flags else "AVX-512-bf16"
+        isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()  # oneDNN may be limited below the CPU's best
+        return "AMX" if "amx_bf16" in flags and ("AMX" in isa or isa == "ALL") else "AVX-512-bf16"
     return "AVX-512" if "AVX512" in capability else capability or "unknown"
 
 

@@ -41,19 +41,20 @@ PRESETS: dict[str, dict] = {
                             about="BigGAN-deep 256 (TF-Hub / pytorch-pretrained-biggan layout)"),
     "biggan-deep-512": dict(family="biggan-deep", model=dict(_DEEP, resolution=512), train=_IMAGENET_TRAIN,
                             about="BigGAN-deep 512 (TF-Hub / pytorch-pretrained-biggan layout)"),
-    # Small CPU preset for the demo: Fashion-MNIST, 32x32 grey, 10 classes.
+    # Small CPU preset for the demo: Fashion-MNIST, 32x32 grey, 10 classes. Chosen by time to quality
+    # (benchmarks/time_to_quality.py, float32 on an AVX2-only CPU; the A/B table is docs/cpu_recipe.md): channel
+    # pyramids in G (128/64/32 channels at 8/16/32 px) and D (32/64/128/128), batch 32, one D step per G step at
+    # twice G's learning rate, and a half-life EMA with ramp-up.
     "biggan-fmnist": dict(
         family="biggan",
-        # A narrow D (16 x 4 channels) trains fastest to class-consistent samples per second of CPU: measured on a
-        # 2-core AMD EPYC, class consistency of G_ema after 690 s was 0.89 with ch 24 / d_ch 16 (1,562 iterations),
-        # 0.81 with 24 / 24 (1,121) and 0.65 with 32 / 32 and EMA 0.998 (734).
-        model=dict(resolution=32, n_classes=10, img_channels=1, ch=24, d_ch=16, dim_z=64, shared_dim=64,
-                   hier=True, g_attn=(), d_attn=(), bn_eps=1e-5, sn_eps=1e-6, init="ortho"),
-        # Sized for the demo: ~0.45 s per iteration with bf16 + channels_last on 2 CPU cores, so the time budget
-        # usually ends the run before the iteration count, keeping `scripts/demo.sh` under 15 minutes.
-        train=dict(batch_size=64, n_d_steps=2, lr_g=2e-4, lr_d=2e-4, adam_eps=1e-6, ema_decay=0.995,
-                   ema_start=200, g_ortho=0.0, iterations=2000, time_budget=690.0, sample_every=100,
-                   ckpt_every=250),
+        model=dict(resolution=32, n_classes=10, img_channels=1, ch=32, d_ch=32, g_mult=(4, 2, 1),
+                   d_mult=(1, 2, 4, 4), dim_z=64, shared_dim=64, hier=True, g_attn=(), d_attn=(), bn_eps=1e-5,
+                   sn_eps=1e-6, init="ortho"),
+        # The time budget ends the run, not the iteration count: the demo's command stays under 15 minutes on a
+        # 2-core AVX2-only CPU and trains longer where the hardware is faster (precision auto: bf16 there).
+        train=dict(batch_size=32, n_d_steps=1, lr_g=4e-4, lr_d=8e-4, adam_eps=1e-6, ema_halflife_kimg=5.0,
+                   ema_rampup=0.1, g_ortho=0.0, iterations=20000, time_budget=690.0, sample_every=500,
+                   ckpt_every=500),
         about="small CPU preset for Fashion-MNIST (the demo)",
     ),
 }
