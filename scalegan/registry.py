@@ -43,8 +43,8 @@ PRESETS: dict[str, dict] = {
                             about="BigGAN-deep 512 (TF-Hub / pytorch-pretrained-biggan layout)"),
     # Small CPU preset for the demo: Fashion-MNIST, 32x32 grey, 10 classes. Chosen by time to quality
     # (benchmarks/time_to_quality.py, float32 on an AVX2-only CPU; the A/B table is docs/cpu_recipe.md): channel
-    # pyramids in G (128/64/32 channels at 8/16/32 px) and D (32/64/128/128), batch 32, one D step per G step at
-    # twice G's learning rate, and a half-life EMA with ramp-up.
+    # pyramids in G (128/64/32 channels at 8/16/32 px) and D (32/64/128/128), batch 16, one D step per G step,
+    # learning rates 4e-4 (G) and 8e-4 (D), and a half-life EMA with ramp-up.
     "biggan-fmnist": dict(
         family="biggan",
         model=dict(resolution=32, n_classes=10, img_channels=1, ch=32, d_ch=32, g_mult=(4, 2, 1),
@@ -52,9 +52,9 @@ PRESETS: dict[str, dict] = {
                    sn_eps=1e-6, init="ortho"),
         # The time budget ends the run, not the iteration count: the demo's command stays under 15 minutes on a
         # 2-core AVX2-only CPU and trains longer where the hardware is faster (precision auto: bf16 there).
-        train=dict(batch_size=32, n_d_steps=1, lr_g=4e-4, lr_d=8e-4, adam_eps=1e-6, ema_halflife_kimg=5.0,
-                   ema_rampup=0.1, g_ortho=0.0, iterations=20000, time_budget=690.0, sample_every=500,
-                   ckpt_every=500),
+        train=dict(batch_size=16, n_d_steps=1, lr_g=4e-4, lr_d=8e-4, adam_eps=1e-6, ema_halflife_kimg=5.0,
+                   ema_rampup=0.1, g_ortho=0.0, iterations=30000, time_budget=690.0, sample_every=1000,
+                   ckpt_every=1000),
         about="small CPU preset for Fashion-MNIST (the demo)",
     ),
 }
