@@ -49,7 +49,7 @@ def test_dry_run_resolution_order(tiny_npz, tmp_path, capsys):
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     train = report["train"]
-    assert train["n_d_steps"] == 2  # the biggan-fmnist preset's value
+    assert train["n_d_steps"] == 1  # the biggan-fmnist preset's value (TrainConfig's default is 2)
     assert train["lr_g"] == 1e-3  # the config file beats the preset
     assert train["batch_size"] == 4  # a flag beats the config file
     assert report["model"]["ch"] == 16 and report["model"]["dim_z"] == 32 and report["model"]["n_classes"] == 3

@@ -122,7 +122,7 @@ def test_pyramid_widths():
     assert G.output_bn.num_features == G.config.ch  # 32 px stage: ch * 1
     assert G(torch.randn(2, G.config.dim_z), torch.tensor([0, 1])).shape == (2, 1, 32, 32)
     assert D(torch.randn(2, 1, 32, 32), torch.tensor([0, 1])).shape[0] == 2
-    flat = create_model("biggan-fmnist")[0]
+    flat = create_model("biggan-fmnist", g_mult=(), d_mult=())[0]
     assert sum(p.numel() for p in G.parameters()) < sum(p.numel() for p in flat.parameters())
     with pytest.raises(ValueError, match="g_mult needs 3 positive multipliers"):
         create_model("biggan-fmnist", g_mult=(4, 2))
