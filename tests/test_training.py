@@ -257,11 +257,14 @@ def test_periodic_evaluation_keeps_the_best_checkpoint(tiny_npz, tmp_path, monke
 
 
 @pytest.mark.slow
-def test_compiled_training_agrees_with_eager(tiny_npz, tmp_path):
+def test_compiled_training_agrees_with_eager(tiny_npz, tmp_path, monkeypatch):
     """torch.compile (inductor) gives the eager result up to float reassociation in its fused kernels, which Adam
     magnifies as in the distributed test: Adam's first steps move each weight by about the learning rate, so the
     bound scales with it (measured 2e-6 RMS for G, 3e-9 for D at lr 2e-4). One iteration with one D step:
     compiling dominates (one to two minutes on 2 cores), so fewer steps prove the same for less."""
+    # A private kernel cache: inductor's shared one can hold kernels built under another ISA limit (e.g. an
+    # ATEN_CPU_CAPABILITY=avx2 run on the same machine), which crashed a later run.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     for name, kw in (("eager", {}), ("compiled", dict(compile=True))):
         train(tiny_config(tiny_npz, tmp_path / name, iterations=1, n_d_steps=1, precision="float32",
                           lr_g=1e-4, lr_d=1e-4, sample_every=0, **kw))
