@@ -35,3 +35,13 @@ def machine(device: str = "cpu") -> str:
     if torch.device(device).type == "cuda":
         text += f", {torch.cuda.get_device_name(torch.device(device))}"
     return text
+
+
+def bf16_skipped(record: dict, device: str = "cpu") -> None:
+    """Print the JSON line of a bf16 mode skipped because the device only emulates bf16."""
+    from datetime import date
+
+    from scalegan.hardware import describe_cpu
+
+    emit({**record, "skipped": f"{describe_cpu()} CPU has no native bf16 (emulated ~50x slower than float32); "
+          "--force runs it", "machine": machine(device), "date": date.today().isoformat()})

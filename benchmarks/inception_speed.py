@@ -17,9 +17,9 @@ import time
 from datetime import date
 
 import torch
-from common import emit, log, machine
+from common import bf16_skipped, emit, log, machine
 
-from scalegan.hardware import bf16_supported, describe_cpu, inference_dtype
+from scalegan.hardware import bf16_supported, inference_dtype
 from scalegan.metrics.features import InceptionBackbone
 from scalegan.metrics.inception import random_inception
 from scalegan.metrics.resize import RESIZERS
@@ -39,9 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.dtype == "bfloat16" and not (bf16_supported(args.device) or args.force):
-        emit({"benchmark": "inception_speed", "dtype": "bfloat16", "skipped": f"{describe_cpu()} has no native bf16 "
-              "(emulated ~50x slower than float32); --force runs it", "machine": machine(args.device),
-              "date": date.today().isoformat()})
+        bf16_skipped({"benchmark": "inception_speed", "dtype": "bfloat16"}, args.device)
         return
     dtype = inference_dtype(args.dtype, args.device) or torch.float32
     model = random_inception(0)

@@ -22,11 +22,11 @@ from datetime import date
 
 import torch
 import torch.nn.functional as F
-from common import emit, log, machine
+from common import bf16_skipped, emit, log, machine
 
 from scalegan.convert.pytorch_pretrained_biggan import convert_state_dict
 from scalegan.fast import fast_generator
-from scalegan.hardware import bf16_supported, describe_cpu
+from scalegan.hardware import bf16_supported
 
 LAYERS_256 = [(False, 16, 16), (True, 16, 16), (False, 16, 16), (True, 16, 8), (False, 8, 8), (True, 8, 8),
               (False, 8, 8), (True, 8, 4), (False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1)]
@@ -97,9 +97,7 @@ def main() -> None:
     device, t = torch.device(args.device), args.truncation
     with_bf16 = bf16_supported(device) or args.force
     if not with_bf16:
-        emit({"bench": "sample_speed", "path": "scalegan fast bf16", "skipped": f"{describe_cpu()} has no native "
-              "bf16 (emulated ~50x slower than float32); --force runs it", "machine": machine(args.device),
-              "date": date.today().isoformat()})
+        bf16_skipped({"bench": "sample_speed", "path": "scalegan fast bf16"}, args.device)
     for resolution in (int(r) for r in args.resolutions.split(",")):
         log(f"building biggan-deep-{resolution} with random weights ...")
         port, config = random_port_model(resolution)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import emit, log, machine
+from common import bf16_skipped, emit, log, machine
 from torch.utils.flop_counter import FlopCounterMode
 
 from scalegan.hardware import bf16_supported, describe_cpu
@@ -148,9 +148,7 @@ def main() -> None:
     native_bf16 = bf16_supported(args.device) or args.force
     modes = args.modes.split(",")
     for mode in [m for m in modes if m.startswith("bf16") and not native_bf16]:
-        emit({"bench": "train_step", "model": args.model, "mode": mode, "skipped": f"{describe_cpu()} CPU has no "
-              "native bf16 (emulated ~50x slower than float32); --force runs it", "machine": machine(args.device),
-              "date": date.today().isoformat()})
+        bf16_skipped({"bench": "train_step", "model": args.model, "mode": mode}, args.device)
     modes = [m for m in modes if native_bf16 or not m.startswith("bf16")]
     peaks = {"fp32": matmul_peak(torch.float32), "conv_fp32": conv_peak(torch.float32)}
     if native_bf16:

@@ -151,10 +151,6 @@ class BigGAN:
                 from .imagenet import class_names, wordnet_ids
 
                 self.G.class_names, self.G.class_ids = class_names(), wordnet_ids()
-        if fast and dtype is not None:
-            from .hardware import inference_dtype
-
-            dtype = inference_dtype(dtype, device)
         self.name, self.fast, self.dtype = name, fast, dtype
         self._fast_cache: dict = {}
 
