@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models.biggan_deep import GeneratorDeep, truncation_row
-from .models.layers import ConditionalBatchNorm2d
+from .hardware import inference_dtype
+from .models.layers import ConditionalBatchNorm2d, eval_stats
 
 
 @torch.no_grad()
@@ -36,10 +36,8 @@ def _folded(module: nn.Module) -> torch.Tensor:
 
 @torch.no_grad()
 def _stats(bn: nn.Module, truncation: float | None, interpolation: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if truncation is not None and hasattr(bn, "stats_mean"):
-        t = min(float(truncation), 1.0)
-        return truncation_row(bn.stats_mean, t, interpolation), truncation_row(bn.stats_var, t, interpolation)
-    return bn.running_mean.clone(), bn.running_var.clone()
+    mean, var = eval_stats(bn, truncation, interpolation)
+    return mean.clone(), var.clone()
 
 
 class Pointwise(nn.Module):
@@ -100,7 +98,7 @@ class UpsampleConv(nn.Module):
 class FastGeneratorDeep(nn.Module):
     """Inference-only BigGAN-deep generator with folded weights; build it with ``fast_generator``."""
 
-    def __init__(self, G: GeneratorDeep, truncation: float | None = None, interpolation: str | None = None,
+    def __init__(self, G: nn.Module, truncation: float | None = None, interpolation: str | None = None,
                  dtype: torch.dtype | None = None, channels_last: bool = True):
         super().__init__()
         cfg = self.config = G.config
@@ -108,7 +106,6 @@ class FastGeneratorDeep(nn.Module):
         self.channels_last = channels_last
         self.dtype = dtype or torch.float32
         self.truncation = truncation
-        self.class_names = list(getattr(G, "class_names", []) or [])
         conv = dict(dtype=self.dtype)
 
         self.embed = G.embeddings.weight.t().detach().clone() if G.embeddings is not None else None
@@ -180,8 +177,13 @@ class FastGeneratorDeep(nn.Module):
         return h.contiguous(memory_format=torch.channels_last) if self.channels_last else h
 
     @torch.no_grad()
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, truncation: float | None = None) -> torch.Tensor:
+        """``G(z, y)`` at the truncation this module was built for; another ``truncation`` is an error when the
+        source model has truncation-indexed statistics (build another module for it)."""
         cfg = self.config
+        if cfg.n_stats and truncation is not None and truncation != self.truncation:
+            raise ValueError(f"this folded generator holds the statistics of truncation {self.truncation}, not "
+                             f"{truncation}: fold again for that truncation")
         if z.dim() != 2 or z.shape[1] != cfg.dim_z:
             raise ValueError(f"z must be [N, {cfg.dim_z}], got {list(z.shape)}")
         z = z.float()
@@ -256,15 +258,13 @@ def fast_generator(G: nn.Module, truncation: float | None = None, interpolation:
 
     ``truncation``: whose BN statistics to use when ``G`` stores them per truncation (``n_stats > 0``; None =
     the statistics currently in ``G``'s running buffers); ``interpolation``: ``"port"`` or ``"linear"`` (see
-    ``GeneratorDeep.set_truncation``); ``dtype``: ``torch.bfloat16`` for bf16 convolutions (the conditioning
+    ``models.layers.truncation_row``); ``dtype``: ``torch.bfloat16`` for bf16 convolutions (the conditioning
     matmuls stay float32), ``"auto"`` for bf16 where the device computes it natively (float32 elsewhere), None
     for float32 (an explicit bf16 where it is emulated warns); ``channels_last``: NHWC activations, faster on CPU
     and GPU. Build it on ``G``'s device.
     """
-    if not isinstance(G, GeneratorDeep):
+    if getattr(G.config, "family", None) != "biggan-deep":
         raise NotImplementedError(f"the fast path covers BigGAN-deep generators, got {type(G).__name__}")
-    from .hardware import inference_dtype
-
     dtype = inference_dtype(dtype, next(G.parameters()).device)
     fast = FastGeneratorDeep(G, truncation, interpolation, dtype, channels_last)
     return fast.to(next(G.parameters()).device).eval()

@@ -145,3 +145,21 @@ def inference_dtype(dtype, device: str | torch.device = "cpu") -> torch.dtype | 
     if dtype == torch.bfloat16:
         warn_slow_bf16(device, "bf16 inference")
     return dtype
+
+
+def parse_device(text: str | torch.device) -> torch.device:
+    """A torch device from a name, checked against this machine: an unknown name or a CUDA device that is not
+    there is a ValueError that says what to use instead."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {text!r}: use cpu, cuda or cuda:N") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {text!r}: CUDA is not available here (torch {torch.__version__}, "
+                             f"{'built without CUDA' if torch.version.cuda is None else 'no GPU found'}): use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type not in ("cpu", "mps", "xpu"):
+        raise ValueError(f"device {text!r} is not supported: use cpu or cuda")
+    return device

@@ -1,77 +1,84 @@
-"""Sampling: latents with truncation, class selection, grids, interpolation sheets, GIFs, standing statistics.
+"""Sampling: the one ``sample`` function, class names, grids, interpolation sheets and GIFs.
 
-Latents are always drawn on the CPU from a ``torch.Generator`` and then moved to the model's device, so a
-seed gives the same ``z`` and ``y`` on every device.
+Every path that generates images (``scalegan.sample``, ``scalegan.BigGAN(...).generate``, ``scalegan sample``,
+``scalegan eval``, the training loop's grids) draws its latents here, through the family's ``draw_latents``
+hook, with the family's default truncation mode, so one model, seed and truncation give one set of images.
+Latents are drawn on the CPU from a ``torch.Generator`` and then moved to the model's device.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
+import sys
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
-from .utils import atomic_path
-
-TRUNCATION_MODES = ("resample", "scale")
+from . import imagenet
+from .family import get_family
+from .latents import class_labels
+from .utils import atomic_path, to_hwc, unknown_name
 
 
 # --------------------------------------------------------------------------------------------- latents
-def truncated_normal(shape: Sequence[int], threshold: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """N(0, 1) restricted to [-threshold, threshold]: the paper's truncation trick (resample large entries).
+def resolve_truncation_mode(G, mode: str | None = None) -> str:
+    """``mode``, checked against G's family, or the family's default for G's config."""
+    family = get_family(G)
+    if mode is None:
+        return family.truncation_mode(G.config)
+    if mode not in family.truncation_modes:
+        raise ValueError(f"truncation mode {mode!r} does not apply to {family.name} models: use one of "
+                         f"{', '.join(family.truncation_modes)}")
+    return mode
 
-    Drawn by inverting the CDF, which gives exactly the distribution of "resample until |z| <= threshold"
-    in one pass, also for very small thresholds.
+
+def draw(G, n: int, y=None, truncation: float | None = None, generator: torch.Generator | None = None,
+         truncation_mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The latents and class labels ``sample`` feeds to ``G``, on the CPU: latents first, then labels."""
+    if n < 0:
+        raise ValueError(f"the number of images must be >= 0, got {n}")
+    if truncation is not None and not truncation > 0:
+        raise ValueError(f"truncation must be > 0 (or None for none), got {truncation}")
+    mode = resolve_truncation_mode(G, truncation_mode)
+    latents = get_family(G).draw_latents(G.config, n, truncation, mode, generator)
+    return latents, class_labels(n, y, G.config.n_classes, generator)
+
+
+@torch.no_grad()
+def sample(G, n: int, y=None, truncation: float | None = None, seed: int | None = None, *,
+           truncation_mode: str | None = None, generator: torch.Generator | None = None,
+           batch_size: int | None = None, return_latents: bool = False, progress: bool = False):
+    """``n`` images in [-1, 1] ([n, C, H, W], float32, on G's device) from generator ``G`` (in its current mode).
+
+    ``y``: None (random classes), a class index, or n indices. ``truncation``: None (off) or the family's
+    truncation (BigGAN: the threshold of z; it also selects truncation-indexed BN statistics). ``seed`` (or
+    ``generator``) makes the draw reproducible. ``truncation_mode``: None for the family's default for this
+    model (BigGAN: "resample", the paper's trick; converted BigGAN-deep: "scale", which its statistics assume).
+    ``return_latents=True`` also returns the ``(latents, y)`` fed to G. ``batch_size``: most images per forward
+    pass (the images do not depend on it); ``progress``: a progress bar (on stderr) when there are several.
     """
-    if threshold <= 0:
-        raise ValueError(f"truncation threshold must be > 0, got {threshold}")
-    u = torch.rand(tuple(shape), generator=generator, dtype=torch.float64)
-    lo = 0.5 * math.erfc(threshold / math.sqrt(2))  # Phi(-threshold)
-    z = torch.special.ndtri(lo + u * (1 - 2 * lo))
-    return z.clamp_(-threshold, threshold).float()
-
-
-def sample_z(n: int, dim_z: int, truncation: float | None = None, mode: str = "resample",
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    """Latents [n, dim_z]. ``mode="resample"``: the paper's trick with threshold ``truncation``;
-    ``mode="scale"``: ``truncation * truncnorm(-2, 2)`` as pytorch-pretrained-biggan does."""
-    if mode not in TRUNCATION_MODES:
-        raise ValueError(f"truncation mode must be one of {TRUNCATION_MODES}, got {mode!r}")
-    if truncation is None:
-        return torch.randn(n, dim_z, generator=generator)
-    if mode == "scale":
-        return truncation * truncated_normal((n, dim_z), 2.0, generator)
-    return truncated_normal((n, dim_z), truncation, generator)
-
-
-def class_labels(n: int, y, n_classes: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
-    """Class indices [n] from ``y``: None (uniform random), an int, or a sequence/tensor of n (or 1) ints."""
-    if not n_classes:
-        if y is not None:
-            raise ValueError("this generator is unconditional: do not pass classes")
-        return None
-    if y is None:
-        return torch.randint(0, n_classes, (n,), generator=generator)
-    y = torch.as_tensor(y)
-    if y.is_floating_point() and y.dim() == 2:  # soft labels, used for class interpolation
-        return y
-    y = y.long().reshape(-1)
-    if y.numel() == 1:
-        y = y.expand(n).clone()
-    if y.numel() != n:
-        raise ValueError(f"got {y.numel()} class labels for {n} samples")
-    bad = y[(y < 0) | (y >= n_classes)]
-    if bad.numel():
-        raise ValueError(f"class index {int(bad[0])} out of range: this model has classes 0..{n_classes - 1}")
-    return y
+    if generator is None:
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    latents, labels = draw(G, n, y, truncation, generator, truncation_mode)
+    device = next(G.parameters(), next(G.buffers(), torch.empty(0))).device
+    step = batch_size or max(n, 1)
+    out = []
+    for i in tqdm(range(0, n, step), desc="sampling", unit="batch", disable=not progress or n <= step,
+                  file=sys.stderr):
+        yi = labels[i:i + step].to(device) if labels is not None else None
+        out.append(G(latents[i:i + step].to(device), yi, truncation=truncation).float())
+    cfg = G.config
+    images = torch.cat(out) if out else torch.empty(0, cfg.img_channels, cfg.resolution, cfg.resolution)
+    return (images, latents, labels) if return_latents else images
 
 
 def resolve_class(name: str | int, class_names: Sequence[str] | None, n_classes: int) -> int:
-    """A class index from an index or a class name (case-insensitive), with close-match suggestions."""
+    """A class index from an index or a class name (case-insensitive), with close-match suggestions; ImageNet
+    models also take WordNet ids and every WordNet lemma."""
     if isinstance(name, int) or str(name).strip().lstrip("-").isdigit():
         index = int(name)
         if not 0 <= index < n_classes:
@@ -84,82 +91,15 @@ def resolve_class(name: str | int, class_names: Sequence[str] | None, n_classes:
         return lowered.index(key)
     if not names:
         raise ValueError(f"class {name!r}: this model has no class names, use an index 0..{n_classes - 1}")
-    from . import imagenet
-
-    if imagenet.is_imagenet(names):  # ImageNet models also take WordNet ids and every WordNet lemma
+    if imagenet.is_imagenet(names):
         return imagenet.resolve(name)
-    close = difflib.get_close_matches(key, lowered, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(names[lowered.index(c)]) for c in close)}?" if close else ""
-    shown = ", ".join(names[:20]) + ("..." if len(names) > 20 else "")
-    raise ValueError(f"unknown class {name!r}{hint} (classes: {shown})")
-
-
-class SamplingMixin:
-    """Adds ``G.sample(...)`` to generators that have ``config.dim_z`` and ``config.n_classes``."""
-
-    @torch.no_grad()
-    def sample(self, n: int, y=None, truncation: float | None = None, truncation_mode: str = "resample",
-               seed: int | None = None, batch_size: int | None = None,
-               generator: torch.Generator | None = None, return_latents: bool = False):
-        """Generate ``n`` images in [-1, 1] ([n, C, H, W], float32, on the model's device).
-
-        ``y``: None (random classes), a class index, or n indices. ``seed`` (or ``generator``) makes the
-        latents reproducible. ``return_latents=True`` also returns the ``(z, y)`` fed to G.
-        """
-        if generator is None:
-            generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        cfg = self.config
-        z = sample_z(n, cfg.dim_z, truncation, truncation_mode, generator)
-        labels = class_labels(n, y, cfg.n_classes, generator)
-        device = next(self.parameters()).device
-        step = batch_size or n
-        out = []
-        for i in range(0, n, step):
-            yi = labels[i:i + step].to(device) if labels is not None else None
-            out.append(self(z[i:i + step].to(device), yi).float())
-        images = torch.cat(out) if out else torch.empty(0, cfg.img_channels, cfg.resolution, cfg.resolution)
-        return (images, z, labels) if return_latents else images
-
-
-# --------------------------------------------------------------------------------------------- standing stats
-@torch.no_grad()
-def standing_stats(G: torch.nn.Module, n_batches: int = 16, batch_size: int = 64, seed: int = 0,
-                   truncation: float | None = None) -> None:
-    """Recompute every BN's running statistics as the plain average over ``n_batches`` generated batches.
-
-    Only the BN layers run in training mode, so spectral-norm vectors are left untouched. G ends in eval mode.
-    """
-    from .models.layers import batch_norms
-
-    bns = batch_norms(G)
-    saved = [bn.momentum for bn in bns]
-    G.eval()
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average
-        bn.training = True  # this BN only: its SN gain/bias layers stay in eval mode
-    generator = torch.Generator().manual_seed(seed)
-    device = next(G.parameters()).device
-    cfg = G.config
-    for _ in range(n_batches):
-        z = sample_z(batch_size, cfg.dim_z, truncation, generator=generator).to(device)
-        y = class_labels(batch_size, None, cfg.n_classes, generator)
-        G(z, y.to(device) if y is not None else None)
-    for bn, momentum in zip(bns, saved):
-        bn.momentum = momentum
-    G.eval()
+    raise ValueError(unknown_name("class", name, names, cutoff=0.5).args[0])
 
 
 # --------------------------------------------------------------------------------------------- images
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[-1, 1] float [N, C, H, W] -> uint8 [N, H, W, C] (the NPZ layout evaluators read)."""
-    x = ((images.detach().float().cpu() + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
-
-
 def make_grid(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: int = 255) -> np.ndarray:
-    """Tile [N, C, H, W] images in [-1, 1] into one uint8 image [H', W', C], ``nrow`` images per row."""
-    arr = to_uint8(images)
+    """Tile [N, C, H, W] images in [-1, 1] (or uint8) into one uint8 image [H', W', C], ``nrow`` per row."""
+    arr = to_hwc(images)
     n, h, w, c = arr.shape
     ncol = nrow
     nrows = math.ceil(n / ncol)
@@ -196,45 +136,45 @@ def _format(path) -> str:
 # --------------------------------------------------------------------------------------------- sheets
 @torch.no_grad()
 def class_grid(G, classes: Sequence[int], per_class: int, seed: int = 0, truncation: float | None = None,
-               truncation_mode: str = "resample") -> torch.Tensor:
+               truncation_mode: str | None = None) -> torch.Tensor:
     """``per_class`` samples of each class, class-major (one row per class when tiled with nrow=per_class)."""
     y = torch.tensor([c for c in classes for _ in range(per_class)], dtype=torch.long)
-    return G.sample(len(y), y=y, truncation=truncation, truncation_mode=truncation_mode, seed=seed, batch_size=256)
+    return sample(G, len(y), y=y, truncation=truncation, truncation_mode=truncation_mode, seed=seed, batch_size=256)
 
 
 @torch.no_grad()
 def interpolation_sheet(G, rows: int, steps: int, kind: str = "z", classes: Sequence[int] | None = None,
-                        seed: int = 0, truncation: float | None = None) -> torch.Tensor:
+                        seed: int = 0, truncation: float | None = None,
+                        truncation_mode: str | None = None) -> torch.Tensor:
     """Interpolation rows [rows * steps, C, H, W]: ``kind="z"`` lerps between two latents at a fixed class;
-    ``kind="class"`` keeps z fixed and mixes the class conditioning from one class to another."""
+    ``kind="class"`` keeps the latent fixed and mixes the class conditioning from one class to another."""
     cfg = G.config
     generator = torch.Generator().manual_seed(seed)
     device = next(G.parameters()).device
     t = torch.linspace(0, 1, steps)
     if kind == "z":
-        z0 = sample_z(rows, cfg.dim_z, truncation, generator=generator)
-        z1 = sample_z(rows, cfg.dim_z, truncation, generator=generator)
-        z = torch.lerp(z0[:, None], z1[:, None], t[None, :, None]).reshape(rows * steps, -1)
-        ys = classes if classes is not None else None
-        y = class_labels(rows, ys[:rows] if ys is not None else None, cfg.n_classes, generator)
+        z0, _ = draw(G, rows, None if not cfg.n_classes else 0, truncation, generator, truncation_mode)
+        z1, _ = draw(G, rows, None if not cfg.n_classes else 0, truncation, generator, truncation_mode)
+        z = torch.lerp(z0[:, None], z1[:, None], t.view(1, -1, *[1] * (z0.dim() - 1))).flatten(0, 1)
+        y = class_labels(rows, classes[:rows] if classes is not None else None, cfg.n_classes, generator)
         y = y.repeat_interleave(steps) if y is not None else None
     elif kind == "class":
         if not cfg.n_classes:
             raise ValueError("class interpolation needs a class-conditional generator")
-        z = sample_z(rows, cfg.dim_z, truncation, generator=generator).repeat_interleave(steps, 0)
+        z, _ = draw(G, rows, 0, truncation, generator, truncation_mode)
+        z = z.repeat_interleave(steps, 0)
         if classes is not None and len(classes) >= 2:
             pairs = [(classes[i % len(classes)], classes[(i + 1) % len(classes)]) for i in range(rows)]
         else:
-            a = torch.randint(0, cfg.n_classes, (rows, 2), generator=generator)
-            pairs = a.tolist()
+            pairs = torch.randint(0, cfg.n_classes, (rows, 2), generator=generator).tolist()
         y = torch.zeros(rows * steps, cfg.n_classes)
         for r, (a, b) in enumerate(pairs):
             y[r * steps:(r + 1) * steps, a] += 1 - t
             y[r * steps:(r + 1) * steps, b] += t
     else:
         raise ValueError(f"interpolation kind must be 'z' or 'class', got {kind!r}")
-    out = [G(z[i:i + 256].to(device), y[i:i + 256].to(device) if y is not None else None).float()
-           for i in range(0, len(z), 256)]
+    out = [G(z[i:i + 256].to(device), y[i:i + 256].to(device) if y is not None else None,
+             truncation=truncation).float() for i in range(0, len(z), 256)]
     return torch.cat(out)
 
 

@@ -1,14 +1,20 @@
-"""The one weights format: ``*.safetensors`` + ``config.json``; and ``scalegan.load``.
+"""The one weights format: ``*.safetensors`` + ``config.json``.
 
-A weights folder holds ``config.json`` (``{"model": {family, ...fields}, "class_names": [...], ...}``) and
-``model.safetensors`` (the generator to sample from: the EMA generator when training used EMA). A training
-checkpoint folder has the same two files plus ``G``/``G_ema``/``D`` safetensors and ``state.pt``; a run folder
-points at its newest checkpoint through ``checkpoints/latest``.
+A weights folder holds ``model.safetensors`` (the generator to sample from: the EMA generator when training used
+EMA) and ``config.json``::
+
+    {"format": 2, "family": "biggan", "scalegan_version": "...", "model": {family, ...config fields},
+     "class_names": [...], "class_ids": [...], "weights_sha256": "...", ...}
+
+A training checkpoint folder has the same two files plus ``G``/``G_ema``/``D`` safetensors and ``state.pt``; a run
+folder points at its newest checkpoint through ``checkpoints/latest``. Files written before the format version
+existed (format 1: no ``format`` and ``family`` keys) load the same way.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,13 +22,27 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
-from .models import build_generator, config_from_dict
-from .utils import atomic_path, read_json, write_json
+from .family import config_from_dict, get_family
+from .utils import __version__, atomic_path, key_mismatch, read_json, sha256_file, write_json
+
+FORMAT_VERSION = 2
 
 
 class WeightsError(ValueError):
     """A weights file or folder that cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded model is: its family, size, classes, and where its weights came from."""
+
+    family: str
+    resolution: int
+    n_classes: int
+    class_names: tuple[str, ...] = ()
+    class_ids: tuple[str, ...] = ()  # WordNet ids of ImageNet models
+    source: str = ""  # the path or name it was loaded from
+    sha256: str | None = None  # of the weights file, when loaded from one
 
 
 def save_state_dict(module: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:
@@ -39,38 +59,44 @@ def load_state_dict(module: nn.Module, path: str | os.PathLike) -> None:
     except (SafetensorError, OSError) as e:
         raise WeightsError(f"cannot read weights file {path}: {e}. The file is missing, truncated or not a "
                            "safetensors file; re-export or re-download it.") from e
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    mismatched = [f"{k}: file {list(tensors[k].shape)} vs model {list(expected[k].shape)}"
-                  for k in sorted(set(tensors) & set(expected)) if tensors[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_few(unexpected)}")
-        if mismatched:
-            parts.append(f"mis-shaped {_few(mismatched)}")
-        raise WeightsError(f"{path} does not match the model in config.json: " + "; ".join(parts))
+    problems = key_mismatch({k: tuple(v.shape) for k, v in tensors.items()},
+                            {k: tuple(v.shape) for k, v in module.state_dict().items()})
+    if problems:
+        raise WeightsError(f"{path} does not match the model in config.json: {problems}")
     module.load_state_dict(tensors, strict=True)
 
 
-def _few(items: list[str], n: int = 5) -> str:
-    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
-
-
 def write_config(directory: str | os.PathLike, model_config, **extra) -> None:
+    """``config.json`` of a weights or checkpoint folder (the current format version)."""
     write_json(Path(directory) / "config.json",
-               {"scalegan_version": __version__, "model": model_config.to_dict(), **extra})
+               {"format": FORMAT_VERSION, "family": model_config.family, "scalegan_version": __version__,
+                "model": model_config.to_dict(), **extra})
 
 
-def save_generator(G: nn.Module, directory: str | os.PathLike, **extra) -> None:
-    """Export a generator as a weights folder: ``model.safetensors`` + ``config.json``."""
+def read_config(directory: str | os.PathLike) -> tuple[object, dict]:
+    """The model config and the whole ``config.json`` of a folder (any format version)."""
+    path = Path(directory) / "config.json"
+    data = read_json(path)
+    try:
+        if not isinstance(data, dict) or data.get("format", 1) > FORMAT_VERSION:
+            raise ValueError(f"format {data.get('format') if isinstance(data, dict) else '?'} is newer than this "
+                             f"scalegan reads ({FORMAT_VERSION}): upgrade scalegan")
+        model = dict(data["model"])
+        model.setdefault("family", data.get("family"))
+        return config_from_dict(model), data
+    except (KeyError, TypeError, ValueError) as e:
+        raise WeightsError(f"{path} is not a valid scalegan model config: {e}") from e
+
+
+def save_generator(G: nn.Module, directory: str | os.PathLike, class_names=(), class_ids=(), **extra) -> Path:
+    """Export a generator as a weights folder: ``model.safetensors`` + ``config.json`` (with the weights'
+    SHA-256, written after the weights so that a later check compares the two)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_state_dict(G, directory / "model.safetensors")
-    write_config(directory, G.config, class_names=list(getattr(G, "class_names", []) or []), **extra)
+    write_config(directory, G.config, class_names=list(class_names), class_ids=list(class_ids),
+                 weights_sha256=sha256_file(directory / "model.safetensors"), **extra)
+    return directory
 
 
 def resolve_weights_dir(path: str | os.PathLike) -> Path:
@@ -89,33 +115,19 @@ def resolve_weights_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu", weights: str = "model") -> nn.Module:
-    """Load a generator in eval mode from a run folder, checkpoint folder, weights folder or safetensors file.
-
-    ``weights``: ``"model"`` (the sampling generator: EMA when trained with EMA), ``"G"`` or ``"G_ema"``.
-    The returned module has ``.config``, ``.class_names`` and ``.sample(...)``.
-    """
+def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu",
+                 weights: str = "model") -> tuple[nn.Module, ModelInfo]:
+    """A generator (eval mode) and its info from a run folder, checkpoint folder, weights folder or safetensors
+    file. ``weights``: ``"model"`` (the sampling generator), ``"G"`` or ``"G_ema"`` of a training checkpoint."""
     p = Path(path)
-    if not p.exists():  # a named pretrained model ("biggan-deep-256") resolves to its local cache folder
-        from .pretrained import PRETRAINED, resolve
-
-        if str(path) in PRETRAINED:
-            p = resolve(str(path))
-    from .convert import convert, detect_format
-
-    if detect_format(p):  # a foreign checkpoint: converted in memory (``scalegan convert`` writes it once)
-        return convert(p, weights="G" if weights == "G" else "G_ema").to(device).eval()
     directory = resolve_weights_dir(p)
-    info = read_json(directory / "config.json")
-    try:
-        config = config_from_dict(info["model"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise WeightsError(f"{directory / 'config.json'} is not a valid scalegan model config: {e}") from e
+    config, data = read_config(directory)
     file = p if p.is_file() else directory / f"{weights}.safetensors"
     if not file.is_file():
         raise WeightsError(f"{file} is missing; the folder has {sorted(x.name for x in directory.iterdir())}")
-    G = build_generator(config)
+    G = get_family(config).generator(config)
     load_state_dict(G, file)
-    G.class_names = list(info.get("class_names") or [])
-    G.class_ids = list(info.get("class_ids") or [])
-    return G.to(device).eval()
+    info = ModelInfo(family=config.family, resolution=config.resolution, n_classes=config.n_classes,
+                     class_names=tuple(data.get("class_names") or ()), class_ids=tuple(data.get("class_ids") or ()),
+                     source=str(path), sha256=data.get("weights_sha256") if file.name == "model.safetensors" else None)
+    return G.to(device).eval(), info

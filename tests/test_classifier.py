@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -20,6 +21,9 @@ from scalegan.metrics.classifier import (
     save_classifier,
     train_classifier,
 )
+from scalegan.metrics.eval import evaluate_generator
+from scalegan.metrics.features import ClassifierBackbone
+from scalegan.sampling import sample
 
 RES = 16
 NUM_CLASSES = 3
@@ -75,28 +79,52 @@ class FakeConfig:
     n_classes: int | None
     resolution: int = RES
     img_channels: int = 1
+    dim_z: int = 4
+    family: str = "biggan"  # latents drawn as for a BigGAN: z ~ N(0, 1), [n, dim_z]
 
 
-class FakeG:
-    """Stand-in for a scalegan generator. `mode="real"` returns held-out images of the requested class,
-    `mode="noise"` returns uniform noise; records every call for inspection."""
+class FakeG(torch.nn.Module):
+    """Stand-in for a scalegan generator, a deterministic function of (z, y): `mode="real"` returns held-out images
+    of the requested class, `"mixed"` the same but of the next class when z[:, 1] > 0.8 (about a fifth), `"noise"`
+    a random pattern. Records every call for inspection."""
 
     def __init__(self, mode: str, n_classes: int | None = NUM_CLASSES, **config: int) -> None:
+        super().__init__()
         self.mode = mode
         self.config = FakeConfig(n_classes, **config)
         self.pool = PatternDataset(300, seed=123)
+        cfg = self.config
+        pixels = cfg.img_channels * cfg.resolution**2
+        self.register_buffer("mix", torch.randn(cfg.dim_z, pixels, generator=torch.Generator().manual_seed(5)))
         self.calls: list[dict] = []
 
-    def sample(self, n, y=None, truncation=None, seed=None, batch_size=None) -> torch.Tensor:
-        self.calls.append({"n": n, "y": y, "truncation": truncation, "seed": seed})
-        g = torch.Generator().manual_seed(seed)
+    def forward(self, z, y=None, truncation=None) -> torch.Tensor:
+        self.calls.append({"n": len(z), "y": y, "truncation": truncation, "training": self.training})
         cfg = self.config
         if self.mode == "noise":
-            return torch.rand(n, cfg.img_channels, cfg.resolution, cfg.resolution, generator=g) * 2 - 1
+            return torch.tanh(z @ self.mix).view(len(z), cfg.img_channels, cfg.resolution, cfg.resolution)
         images, labels = self.pool.tensors
-        of_class = images[labels == int(y)]
-        pick = torch.randint(0, len(of_class), (n,), generator=g)
-        return of_class[pick].float() / 127.5 - 1.0
+        wanted = (y + (z[:, 1] > 0.8).long()) % NUM_CLASSES if self.mode == "mixed" else y
+        out = []
+        for c, pick in zip(wanted.tolist(), (z[:, 0].abs() * 1e4).long().tolist()):
+            of_class = images[labels == c]
+            out.append(of_class[pick % len(of_class)])
+        return torch.stack(out).float() / 127.5 - 1.0
+
+
+def _documented_accuracy(G, classifier, n_per_class: int, seed: int) -> tuple[float, list[float]]:
+    """Class consistency recomputed from its documented definition: image i of class i % n_classes, chunks of 100
+    images, chunk j drawn by sample(..., seed=SeedSequence([seed, j])), judged as 8-bit pictures."""
+    n = n_per_class * NUM_CLASSES
+    correct = torch.zeros(NUM_CLASSES, dtype=torch.long)
+    for j, start in enumerate(range(0, n, 100)):
+        y = torch.arange(start, min(start + 100, n)) % NUM_CLASSES
+        chunk_seed = int(np.random.SeedSequence([seed, j]).generate_state(1, dtype=np.uint32)[0])
+        with torch.no_grad():
+            x = ((sample(G, len(y), y=y, seed=chunk_seed) + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
+            predicted = classifier.eval()(x).argmax(1)
+        correct += torch.bincount(y[predicted == y], minlength=NUM_CLASSES)
+    return int(correct.sum()) / n, [int(c) / n_per_class for c in correct]
 
 
 def _train(**kwargs) -> SmallClassifier:
@@ -131,7 +159,11 @@ def test_forward_and_feature_shapes():
     model = SmallClassifier(ClassifierConfig(3, 5, 32, width=4, feature_dim=12)).eval()
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert model(x).shape == (2, 5)
-    assert model.features(x).shape == (2, 12)
+    features = model.features(x)
+    assert features.shape == (2, 12) and features.min() >= 0 and features.max() > 0  # after ReLU, not all dead
+    torch.testing.assert_close(model(x), model.head(features))  # logits are the head of the features
+    torch.testing.assert_close(model(x[1:]), model(x)[1:])  # eval mode: each image on its own
+    assert not torch.allclose(model(x[:1]), model(x[1:]))
     with pytest.raises(ValueError, match="expects images"):
         model(torch.zeros(2, 1, 32, 32))
     with pytest.raises(ValueError):
@@ -202,12 +234,12 @@ def test_load_rejects_tampered_weights(trained, tmp_path):
     state = load_file(tmp_path / "model.safetensors")
     state["head.weight"] = torch.zeros(NUM_CLASSES + 1, trained.config.feature_dim)
     save_file(state, tmp_path / "model.safetensors")
-    with pytest.raises(ValueError, match="head.weight"):
+    with pytest.raises(ValueError, match=r"mis-shaped keys head.weight: found \[4, 16\], expected \[3, 16\]"):
         load_classifier(tmp_path)
 
     del state["head.weight"]
     save_file(state, tmp_path / "model.safetensors")
-    with pytest.raises(ValueError, match="missing head.weight"):
+    with pytest.raises(ValueError, match="missing keys head.weight"):
         load_classifier(tmp_path)
 
 
@@ -221,28 +253,61 @@ def test_load_rejects_config_that_disagrees_with_weights(trained, tmp_path):
 
 
 def test_class_consistency_real_images(trained):
-    G = FakeG("real")
+    G = FakeG("real").train()
     result = class_consistency(G, trained, n_per_class=40, batch_size=15, seed=3)
     assert result["accuracy"] >= 0.95
     assert len(result["per_class"]) == NUM_CLASSES
     assert min(result["per_class"]) >= 0.9
     assert result["n_per_class"] == 40 and result["seed"] == 3 and result["truncation"] is None
-    # Chunks of 15, 15, 10 per class, each for its own class and with its own seed.
-    assert [call["n"] for call in G.calls] == [15, 15, 10] * NUM_CLASSES
-    assert [call["y"] for call in G.calls] == [c for c in range(NUM_CLASSES) for _ in range(3)]
-    seeds = [call["seed"] for call in G.calls]
-    assert len(set(seeds)) == len(seeds)
+    # 120 images: one seeded chunk of 100 and one of 20, classes i % 3, G in eval mode while sampling.
+    assert [call["n"] for call in G.calls] == [100, 20]
+    assert G.calls[0]["y"].tolist() == [i % NUM_CLASSES for i in range(100)]
+    assert not any(call["training"] for call in G.calls) and G.training  # G's mode is restored
     # Same seed, same draws.
-    G2 = FakeG("real")
-    assert class_consistency(G2, trained, n_per_class=40, batch_size=15, seed=3) == result
-    assert [call["seed"] for call in G2.calls] == seeds
+    assert class_consistency(FakeG("real"), trained, n_per_class=40, batch_size=15, seed=3) == result
+
+
+def test_class_consistency_follows_its_documented_draws(trained):
+    G = FakeG("mixed")
+    result = class_consistency(G, trained, n_per_class=50, batch_size=15, seed=7)
+    accuracy, per_class = _documented_accuracy(G, trained, 50, 7)
+    assert 0.6 < accuracy < 0.95  # some images show another class: a number that can move either way
+    assert result["accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    assert result["per_class"] == pytest.approx(per_class, abs=1e-12)
+    # The batch size only sets how many images are classified at once.
+    assert class_consistency(G, trained, n_per_class=50, batch_size=150, seed=7) == result
+    assert class_consistency(G, trained, n_per_class=50, batch_size=15, seed=8)["accuracy"] != accuracy
+
+
+def test_class_consistency_equals_evaluate_generator_acc(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALEGAN_CACHE", str(tmp_path))
+    G = FakeG("mixed")
+    consistency = class_consistency(G, trained, n_per_class=50, batch_size=15, seed=7)
+    for kwargs in ({"backbone": ClassifierBackbone(trained)}, {"backbone": CheapBackbone(), "classifier": trained}):
+        result = evaluate_generator(G, PatternDataset(30, seed=2), ["acc"], n=150, batch_size=40, seed=7,
+                                    cache=False, **kwargs)
+        assert result["metrics"]["class_accuracy"] == consistency["accuracy"]
+    assert 0.6 < consistency["accuracy"] < 0.95
+
+
+class CheapBackbone:
+    """Features that cost nothing: the image means."""
+
+    name = "inception"
+
+    def card(self):
+        return {"backbone": "cheap"}
+
+    def __call__(self, images):
+        f = images.float().mean(dim=(2, 3)).double()
+        return {"features": torch.cat([f, f.square()], 1), "logits": f}
 
 
 def test_class_consistency_passes_truncation(trained):
     G = FakeG("real")
     result = class_consistency(G, trained, n_per_class=4, batch_size=4, truncation=0.5)
     assert result["truncation"] == 0.5
-    assert all(call["truncation"] == 0.5 for call in G.calls)
+    assert G.calls and all(call["truncation"] == 0.5 for call in G.calls)
 
 
 def test_class_consistency_noise_is_low(trained):

@@ -11,7 +11,8 @@ from PIL import Image
 
 import scalegan
 from scalegan.cli import main, parse_overrides
-from scalegan.sampling import to_uint8
+from scalegan.sampling import sample
+from scalegan.utils import to_hwc
 
 TRAIN = ["--iterations", "2", "--batch-size", "16", "--n-d-steps", "1", "--no-progress", "--no-tensorboard",
          "--sample-every", "0", "--set", "ch=8", "--set", "d_ch=8", "--set", "dim_z=16", "--set", "shared_dim=16"]
@@ -49,7 +50,8 @@ def test_dry_run_resolution_order(tiny_npz, tmp_path, capsys):
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     train = report["train"]
-    assert train["n_d_steps"] == 1  # the biggan-fmnist preset's value (TrainConfig's default is 2)
+    assert report["family"] == "biggan" and report["objective"]["loss"] == "hinge"  # resolved with defaults
+    assert report["objective"]["n_d_steps"] == 1  # the biggan-fmnist preset's value (the objective's default is 2)
     assert train["lr_g"] == 1e-3  # the config file beats the preset
     assert train["batch_size"] == 4  # a flag beats the config file
     assert report["model"]["ch"] == 16 and report["model"]["dim_z"] == 32 and report["model"]["n_classes"] == 3
@@ -69,7 +71,7 @@ def test_bad_flags_are_one_line_errors(tiny_npz, tmp_path, capsys):
 
 def test_sample_outputs(run, tmp_path, capsys):
     grid, npz, pngs = tmp_path / "grid.png", tmp_path / "s.npz", tmp_path / "pngs"
-    assert main(["sample", str(run), "--out", str(grid), "--npz", str(npz), "--png-dir", str(pngs),
+    assert main(["sample", str(run), "--grid", str(grid), "--npz", str(npz), "--png-dir", str(pngs),
                  "--per-class", "4", "--truncation", "0.8", "--seed", "3", "--save-latents"]) == 0
     data = np.load(npz)
     assert data["x"].shape == (12, 32, 32, 1) and data["x"].dtype == np.uint8
@@ -78,8 +80,8 @@ def test_sample_outputs(run, tmp_path, capsys):
     assert Image.open(grid).size == (4 * 34 + 2, 3 * 34 + 2)  # one row per class
     assert len(list(pngs.glob("*_c1.png"))) == 4
     # The same seed through the Python API gives the same images.
-    G = scalegan.load(run)
-    expected = to_uint8(G.sample(12, y=torch.tensor(data["y"]), truncation=0.8, seed=3))
+    G, _ = scalegan.load(run)
+    expected = to_hwc(sample(G, 12, y=torch.tensor(data["y"]), truncation=0.8, seed=3))
     assert np.array_equal(expected, data["x"])
 
 
@@ -87,7 +89,7 @@ def test_sample_by_class_name_and_errors(run, tmp_path, capsys):
     npz = tmp_path / "b.npz"
     assert main(["sample", str(run), "--class", "Bottom", "--class", "0", "--n", "5", "--npz", str(npz)]) == 0
     assert np.load(npz)["y"].tolist() == [2, 0, 2, 0, 2]
-    assert main(["sample", str(run), "--class", "botom", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["sample", str(run), "--class", "botom", "--grid", str(tmp_path / "x.png")]) == 2
     assert "did you mean 'bottom'" in capsys.readouterr().err
     assert main(["sample", str(tmp_path / "missing")]) == 2
 
@@ -95,7 +97,7 @@ def test_sample_by_class_name_and_errors(run, tmp_path, capsys):
 def test_interpolation_sheet_and_gif(run, tmp_path):
     sheet, gif = tmp_path / "interp.png", tmp_path / "interp.gif"
     assert main(["sample", str(run), "--interp", "class", "--class", "0", "--class", "2", "--rows", "2",
-                 "--steps", "4", "--out", str(sheet), "--gif", str(gif)]) == 0
+                 "--steps", "4", "--grid", str(sheet), "--gif", str(gif)]) == 0
     assert Image.open(sheet).size == (4 * 34 + 2, 2 * 34 + 2)
     animation = Image.open(gif)
     assert animation.n_frames == 6

@@ -19,9 +19,8 @@ import torch.nn.functional as F
 
 import scalegan
 from scalegan.convert import ConvertError, convert, detect_format, save_converted
-from scalegan.convert.cli import add_convert_parser
 from scalegan.convert.pytorch_pretrained_biggan import convert_state_dict
-from scalegan.models.biggan_deep import truncation_row
+from scalegan.models.layers import truncation_row
 
 try:
     from pytorch_pretrained_biggan import BigGAN as PortBigGAN
@@ -132,21 +131,33 @@ def test_truncation_statistics_port_and_linear():
     assert torch.equal(truncation_row(stats, 0.4, "port"), stats[20])
 
 
-def test_set_truncation_selects_rows_and_linear_option():
+def test_truncation_selects_rows_per_call_and_linear_option():
     model, config = port_model(128)
     G = convert_state_dict(model.state_dict(), config.__dict__)
     bn = G.blocks[0].bn0
-    G.set_truncation(0.415)
-    assert torch.equal(bn.running_mean, truncation_row(bn.stats_mean, 0.415, "port"))
+    before = {k: v.clone() for k, v in G.state_dict().items()}
     z, y = inputs(1, 0.415)
     with torch.no_grad():
-        port_out = G(z, y)
-        G.set_truncation(0.415, interpolation="linear")
-        linear_out = G(z, y)
-    assert torch.allclose(bn.running_var, truncation_row(bn.stats_var, 0.415, "linear"))
+        port_out = G(z, y, truncation=0.415)
+        rows = []
+        handle = bn.register_forward_hook(lambda m, inp, out: rows.append(inp[0]))
+        G(z, y, truncation=0.415)
+        handle.remove()
+        G.stats_interpolation = "linear"
+        linear_out = G(z, y, truncation=0.415)
+        G.stats_interpolation = "port"
+    # The BN normalised with the row of truncation 0.415 (checked by hand on its input), and nothing was written.
+    mean, var = truncation_row(bn.stats_mean, 0.415, "port"), truncation_row(bn.stats_var, 0.415, "port")
+    x = (rows[0] - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + bn.eps)
+    gain, bias = bn.gain(torch.cat([z, G.class_embedding(y)], 1)), bn.bias(torch.cat([z, G.class_embedding(y)], 1))
+    with torch.no_grad():
+        assert torch.allclose(bn(rows[0], torch.cat([z, G.class_embedding(y)], 1), 0.415),
+                              x * (1 + gain[:, :, None, None]) + bias[:, :, None, None], atol=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
     assert (port_out - linear_out).abs().max() > 1e-4  # the two interpolations differ
+    G.stats_interpolation = "cubic"
     with pytest.raises(ValueError, match="interpolation"):
-        G.set_truncation(0.5, interpolation="cubic")
+        G(z, y, truncation=0.5)
 
 
 def test_key_errors_name_the_keys():
@@ -161,30 +172,29 @@ def test_key_errors_name_the_keys():
     message = str(info.value)
     assert "generator.layers.3.conv_1.weight_orig" in message
     assert "generator.extra.weight" in message
-    assert "generator.gen_z.bias: [5]" in message
+    assert "generator.gen_z.bias: found [5]" in message
 
 
 def test_folder_load_convert_and_save(tmp_path):
     model, config = port_model(128)
     folder = save_port_folder(model, config, tmp_path / "biggan-deep-128")
     assert detect_format(folder) == "pytorch-pretrained-biggan"
-    G = scalegan.load(folder)  # converted on the fly
+    G, info = scalegan.load(folder)  # converted on the fly
     z, y = inputs(2, 0.5)
     with torch.no_grad():
         expected = model(z, F.one_hot(y, 1000).float(), 0.5)
         assert (G(z, y, truncation=0.5) - expected).abs().max() <= 1e-5
-    assert G.class_names[207] == "golden retriever" and G.class_ids[207] == "n02099601"
+    assert info.class_names[207] == "golden retriever" and info.class_ids[207] == "n02099601"
 
     # scalegan convert SRC OUT, then scalegan.load(OUT): the same outputs from safetensors + config.json.
-    parser = argparse.ArgumentParser()
-    add_convert_parser(parser.add_subparsers(dest="command"))
+    from scalegan.cli import main
+
     out = tmp_path / "converted"
-    args = parser.parse_args(["convert", str(folder), str(out)])
-    assert args.func(args) == 0
+    assert main(["convert", str(folder), str(out), "--device", "cpu"]) == 0
     info = json.loads((out / "config.json").read_text())
     assert info["class_ids"][207] == "n02099601" and info["model"]["n_stats"] == 51
     assert info["converted_from"]["format"] == "pytorch-pretrained-biggan"
-    H = scalegan.load(out)
+    H, _ = scalegan.load(out)
     with torch.no_grad():
         assert (H(z, y, truncation=0.5) - expected).abs().max() <= 1e-5
 
@@ -205,40 +215,42 @@ def test_sample_cli_with_converted_model(tmp_path, capsys):
     from scalegan.cli import main
 
     model, config = port_model(128)
-    out = save_converted(convert(save_port_folder(model, config, tmp_path / "port")), tmp_path / "w")
-    G = scalegan.load(out)
+    out = save_converted(*convert(save_port_folder(model, config, tmp_path / "port")), tmp_path / "w")
+    G, info = scalegan.load(out)
     grid = tmp_path / "grid.png"
     args = ["sample", str(out), "--class", "golden retriever", "--class", "n02099601", "--class", "3",
-            "--per-class", "2", "--truncation", "0.5", "--seed", "7", "--out", str(grid), "--npz",
+            "--per-class", "2", "--truncation", "0.5", "--seed", "7", "--grid", str(grid), "--npz",
             str(tmp_path / "s.npz"), "--save-latents"]
     assert main(args) == 0
     data = np.load(tmp_path / "s.npz")
     assert data["x"].shape == (6, 128, 128, 3) and data["y"].tolist() == [207, 207, 207, 207, 3, 3]
     assert Image.open(grid).size[0] > 2 * 128
-    # the same seed gives the same z and y as G.sample; the CLI uses the BN statistics of --truncation
-    from scalegan.sampling import sample_z, to_uint8
+    # The same seed gives the same z and y as scalegan.sample: for converted BigGAN-deep, z = 0.5 * truncnorm(-2, 2)
+    # (the "scale" mode its per-truncation BN statistics were computed for), and the statistics of --truncation.
+    from scalegan.latents import sample_z
+    from scalegan.utils import to_hwc
 
-    z = sample_z(6, 128, 0.5, generator=torch.Generator().manual_seed(7))
+    z = sample_z(6, 128, 0.5, "scale", generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
-        again = to_uint8(G(z, torch.as_tensor(data["y"]), truncation=0.5))
+        again = to_hwc(G(z, torch.as_tensor(data["y"]), truncation=0.5))
     assert np.array_equal(again, data["x"]) and np.allclose(data["z"], z.numpy())
     gif = tmp_path / "interp.gif"
     assert main(["sample", str(out), "--interp", "class", "--class", "golden retriever", "--class", "tabby",
                  "--rows", "1", "--steps", "3", "--gif", str(gif)]) == 0
     assert gif.stat().st_size > 0
     with pytest.raises(ValueError, match="golden retriever"):
-        scalegan.sampling.resolve_class("golden retreiver", G.class_names, 1000)
+        scalegan.sampling.resolve_class("golden retreiver", info.class_names, 1000)
 
 
 def test_sample_cli_truncation_selects_bn_statistics(tmp_path):
     from scalegan.cli import main
 
     model, config = port_model(128)
-    out = save_converted(convert(save_port_folder(model, config, tmp_path / "port")), tmp_path / "w")
+    out = save_converted(*convert(save_port_folder(model, config, tmp_path / "port")), tmp_path / "w")
     assert main(["sample", str(out), "--class", "207", "--n", "2", "--truncation", "0.4", "--seed", "3",
                  "--npz", str(tmp_path / "s.npz")]) == 0
-    G = scalegan.load(out)
-    expected = G.sample(2, y=207, truncation=0.4, seed=3)
-    from scalegan.sampling import to_uint8
+    G, _ = scalegan.load(out)
+    expected = scalegan.sample(G, 2, y=207, truncation=0.4, seed=3)
+    from scalegan.utils import to_hwc
 
-    assert np.array_equal(to_uint8(expected), np.load(tmp_path / "s.npz")["x"])
+    assert np.array_equal(to_hwc(expected), np.load(tmp_path / "s.npz")["x"])

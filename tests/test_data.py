@@ -368,6 +368,15 @@ def test_npz_layouts_labels_and_names(tmp_path: Path) -> None:
     assert (grey.channels, grey.num_classes, grey[0][0].shape, int(grey[0][1])) == (1, 0, (1, 3, 3), 0)
 
 
+def test_npz_labels_of_minus_one_mean_unlabelled(tmp_path: Path) -> None:
+    """`scalegan sample --npz` writes y = -1 for an unconditional generator's samples."""
+    x = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
+    np.savez(tmp_path / "samples.npz", x=x, y=np.full(3, -1, np.int64))
+    ds = open_dataset(f"npz:{tmp_path / 'samples.npz'}")
+    assert (ds.num_classes, ds.class_names, ds.tensors[1].tolist()) == (0, [], [0, 0, 0])
+    assert torch.equal(ds.tensors[0][:, 0], torch.from_numpy(x))
+
+
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
@@ -378,6 +387,7 @@ def test_npz_layouts_labels_and_names(tmp_path: Path) -> None:
         ({"y": np.zeros(2, np.int64)}, "no array named x"),
         ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.zeros(2, np.int64)}, "3 images but 2 labels"),
         ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([0, -4, 1])}, "label -4 at index 1"),
+        ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([-1, -1, 1])}, "label -1 at index 0"),
         ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([0, 1, 2_000_000])}, "label 2000000 at index 2"),
         ({"x": np.zeros((2, 4, 4), np.uint8), "y": np.array([0.0, 1.0])}, "must be integers"),
         (

@@ -80,7 +80,6 @@ def test_fast_biggan_wrapper_and_errors():
         fast_generator(scalegan.create_model("biggan-32", ch=8, d_ch=8)[0])
     model = scalegan.BigGAN(resolution=128)
     model.G, model.fast = G, True
-    model.G.class_names = scalegan.imagenet.class_names()
     z = 0.4 * torch.randn(2, 128)
     with torch.no_grad():
         assert (model.generate(z, y="golden retriever", truncation=0.4) -

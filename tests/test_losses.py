@@ -9,7 +9,7 @@ from scalegan.losses import LOSSES, d_ce, d_hinge, g_ce, g_hinge
 from scalegan.models import build_generator
 from scalegan.registry import model_config
 from scalegan.regularizers import class_embeddings, orthogonal_penalty
-from scalegan.training.ema import ema_update
+from scalegan.training.ema import ema_beta, ema_update
 
 
 def test_hinge():
@@ -67,11 +67,11 @@ def test_ema_update():
         model.weight.fill_(3.0)
         model.running_mean.fill_(1.0)
         model.num_batches_tracked.fill_(7)
-    ema_update(ema, model, decay=0.9, step=5, start=10)  # before start: a copy
+    ema_update(ema, model, ema_beta(5, 16, decay=0.9, start=10))  # before start: a copy
     assert torch.equal(ema.weight, model.weight) and int(ema.num_batches_tracked) == 7
     with torch.no_grad():
         model.weight.fill_(5.0)
         model.running_mean.fill_(2.0)
-    ema_update(ema, model, decay=0.9, step=10, start=10)
+    ema_update(ema, model, ema_beta(10, 16, decay=0.9, start=10))
     assert torch.allclose(ema.weight, torch.full((2,), 0.9 * 3 + 0.1 * 5))
     assert torch.allclose(ema.running_mean, torch.full((2,), 0.9 * 1 + 0.1 * 2))  # buffers averaged too

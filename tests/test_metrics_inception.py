@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 
 from scalegan.metrics import inception
-from scalegan.metrics.inception import FIDInception, load_inception, random_inception, resolve_weights_path
+from scalegan.metrics.inception import load_inception, random_inception, resolve_weights_path
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +19,7 @@ def random_state():
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
     monkeypatch.delenv(inception.ENV_WEIGHTS, raising=False)
-    monkeypatch.setenv(inception.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv("SCALEGAN_CACHE", str(tmp_path / "cache"))
     return tmp_path
 
 
@@ -64,7 +66,7 @@ def test_load_any_file_by_names_and_shapes(clean_env, random_state):
     # DataParallel prefix and no BN counters: both accepted.
     torch.save({f"module.{k}": v for k, v in random_state.items() if "num_batches" not in k}, path)
     model, info = load_inception(path)
-    assert info["sha256"] == inception.file_sha256(path) and len(info["sha256"]) == 64
+    assert info["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert info["known"] is None and info["path"] == str(path)
     for k, v in random_state.items():
         if "num_batches" not in k:
@@ -75,7 +77,8 @@ def test_load_any_file_by_names_and_shapes(clean_env, random_state):
     broken["fc.weight"] = torch.zeros(1000, 2048)
     del broken["Mixed_7c.branch_pool.conv.weight"]
     torch.save(broken, path)
-    with pytest.raises(ValueError, match=r"fc.weight: shape \[1000, 2048\].*|missing Mixed_7c"):
+    with pytest.raises(ValueError, match=r"missing keys Mixed_7c.branch_pool.conv.weight; mis-shaped keys fc.weight: "
+                       r"found \[1000, 2048\], expected \[1008, 2048\]"):
         load_inception(path)
 
 
@@ -88,10 +91,25 @@ def test_known_name_needs_the_published_sha256(clean_env, random_state):
     assert inception.PUBLISHED_SHA256 in str(e.value) and len(inception.PUBLISHED_SHA256) == 64
 
 
-def test_meta_model_matches_real_layout():
-    with torch.device("meta"):
-        meta = FIDInception().state_dict()
-    assert {k: v.shape for k, v in meta.items()} == {k: v.shape for k, v in FIDInception().state_dict().items()}
+def test_download_checks_the_published_hash(clean_env):
+    """A file already in the cache is not fetched again but checked (offline): a wrong one is removed."""
+    target = clean_env / "cache" / "pt_inception-2015-12-05-6726825d.pth"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not the weights")
+    with pytest.raises(ValueError, match=inception.PUBLISHED_SHA256[:16]):
+        inception.download_weights()
+    assert not target.exists()
+    with pytest.raises(ValueError, match="unknown weights file"):
+        inception.download_weights(name="inception.pth")
+
+
+def test_convert_state_dict_checks_names(random_state):
+    """The published layout passes (BN counters dropped, "module." prefixes stripped); anything else is named."""
+    converted = inception.convert_state_dict({"state_dict": {f"module.{k}": v for k, v in random_state.items()}})
+    assert set(converted) == {k for k in random_state if not k.endswith("num_batches_tracked")}
+    assert all(converted[k] is random_state[k] for k in converted)
+    with pytest.raises(ValueError, match="unexpected keys AuxLogits.fc.weight"):
+        inception.convert_state_dict({**random_state, "AuxLogits.fc.weight": torch.zeros(1)})
 
 
 def test_channels_last_fast_path_equals_reference():

@@ -88,9 +88,11 @@ def test_streaming_stats_equal_numpy_in_any_batching():
     assert stats.n == 257
     np.testing.assert_allclose(stats.mean, f.mean(0), rtol=1e-12)
     np.testing.assert_allclose(stats.cov, np.cov(f, rowvar=False), rtol=1e-9, atol=1e-9)
-    assert stats.features.shape == (100, 16)
+    np.testing.assert_array_equal(stats.features, f[:100].astype(np.float32))  # the first `keep` vectors
     restored = FeatureStats.from_arrays(stats.to_arrays())
     np.testing.assert_array_equal(restored.cov, stats.cov)
+    np.testing.assert_array_equal(restored.features, stats.features)
+    assert restored.n == 257
 
 
 def test_knn_metrics_blockwise_equal_brute_force():

@@ -9,7 +9,8 @@ import torch
 import scalegan
 from scalegan import pretrained
 from scalegan.convert import save_converted
-from scalegan.weights import WeightsError
+from scalegan.utils import sha256_file
+from scalegan.weights import ModelInfo, WeightsError
 
 
 @pytest.fixture
@@ -22,14 +23,20 @@ def cache(tmp_path, monkeypatch):
 def tiny_deep(n_stats: int = 0):
     G, _ = scalegan.create_model("biggan-deep-128", ch=8, d_ch=8, dim_z=8, shared_dim=8, n_classes=5,
                                  n_stats=n_stats)
-    G.class_names = ["a", "b", "c", "d", "e"]
     return G.eval()
+
+
+NAMES = ("a", "b", "c", "d", "e")
+
+
+def info_of(G):
+    return ModelInfo("biggan-deep", 128, 5, NAMES)
 
 
 def test_table_names_and_cache_dir(cache):
     assert {"biggan-deep-128", "biggan-deep-256", "biggan-deep-512", "biggan-128"} <= set(pretrained.PRETRAINED)
     assert pretrained.cache_dir() == cache
-    with pytest.raises(KeyError, match="did you mean biggan-deep-256"):
+    with pytest.raises(KeyError, match="did you mean 'biggan-deep-256'"):
         pretrained.get("biggan-deep-265")
 
 
@@ -46,12 +53,12 @@ def test_absent_model_explains_where_to_get_it(cache):
 
 def test_cached_model_loads_and_sha256_is_checked(cache):
     G = tiny_deep()
-    save_converted(G, cache / "biggan-deep-128")
-    H = scalegan.load("biggan-deep-128")
+    save_converted(G, info_of(G), cache / "biggan-deep-128")
+    H, info = scalegan.load("biggan-deep-128")
     z, y = torch.randn(2, 8), torch.tensor([0, 4])
     with torch.no_grad():
         assert torch.equal(G(z, y), H(z, y))
-    assert H.class_names == G.class_names
+    assert info.class_names == NAMES and info.sha256 == sha256_file(cache / "biggan-deep-128" / "model.safetensors")
     # a damaged file fails the SHA-256 check with a message that says what to do
     path = cache / "biggan-deep-128" / "model.safetensors"
     data = bytearray(path.read_bytes())
@@ -70,7 +77,7 @@ def test_biggan_class_random_and_pretrained(cache):
     with torch.no_grad():
         for bn in scalegan.models.layers.batch_norms(G):
             bn.stats_mean.copy_(torch.randn_like(bn.stats_mean) * 0.1)
-    save_converted(G, cache / "biggan-deep-128")
+    save_converted(G, info_of(G), cache / "biggan-deep-128")
     model = scalegan.BigGAN(resolution=128, pretrained=True)
     z = 0.4 * torch.randn(3, 8)
     images = model.generate(z, y="c", truncation=0.4)

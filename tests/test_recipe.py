@@ -48,8 +48,12 @@ def test_cutout_zeroes_one_square_of_at_most_a_quarter():
 
 
 def test_augmentation_is_applied_to_real_and_fake_alike_in_d_and_g_steps():
-    from scalegan.losses import LOSSES
-    from scalegan.training.loop import PowerIterationPerStep, discriminator_step, generator_step
+    import contextlib
+
+    from test_training import FixedBatches
+
+    from scalegan.objectives import Context, Nets
+    from scalegan.objectives.biggan import BigGANObjective, BigGANObjectiveConfig
 
     G, D = create_model("biggan-fmnist", **TINY, n_classes=3, img_channels=1)
     seen = []
@@ -58,19 +62,17 @@ def test_augmentation_is_applied_to_real_and_fake_alike_in_d_and_g_steps():
         seen.append(images)
         return images.flip(3)
 
-    autocast = torch.autocast("cpu", enabled=False)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    ctx = Context(torch.device("cpu"), contextlib.nullcontext, augment, 1, 4, 0)
+    objective = BigGANObjective(BigGANObjectiveConfig(), Nets(G, D, G, D, D), ctx)
     x, y = torch.rand(4, 1, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 0])
     z, y_fake = torch.randn(4, G.config.dim_z), torch.tensor([1, 1, 2, 0])
-    opt = torch.optim.Adam(D.parameters())
-    sn = PowerIterationPerStep(D, enabled=False)
-    discriminator_step(D, G, [(x, y, z, y_fake)], LOSSES["hinge"][0], opt, scaler, lambda: autocast, sn, 3,
-                       augment=augment)
+    D_phase, G_phase = objective.phases
+    objective.loss(D_phase, 0, FixedBatches(x, y, z, y_fake, 1))
     assert len(seen) == 1 and seen[0].shape[0] == 8 and torch.equal(seen[0][4:], x)  # fakes first, then reals
-    D.requires_grad_(False)
-    generator_step(G, D, [(z, y_fake)], LOSSES["hinge"][1], torch.optim.Adam(G.parameters()), scaler,
-                   lambda: autocast, sn, augment=augment)
+    loss, _ = objective.loss(G_phase, 0, FixedBatches(None, None, z, y_fake, 1))
     assert len(seen) == 2 and seen[1].shape[0] == 4 and seen[1].requires_grad  # G's gradient goes through it
+    loss.backward()
+    assert G.output_conv.weight.grad is not None
 
 
 def test_lecam_penalty_by_hand():
@@ -91,7 +93,7 @@ def test_augment_and_lecam_state_resume_exactly(tiny_npz, tmp_path):
         a, b = latest_weights(tmp_path / "full", name), latest_weights(tmp_path / "split", name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
     state = torch.load(tmp_path / "split" / "checkpoints" / "step_0000004" / "state.pt", weights_only=True)
-    assert state["lecam"]["anchor_real"] is not None and state["augment_rng"] is not None
+    assert state["objective"]["lecam"]["anchor_real"] is not None and state["augment_rng"] is not None
     # The options do something: without them the weights differ.
     train(tiny_config(tiny_npz, tmp_path / "plain", iterations=4, n_d_steps=1, ema_halflife_kimg=0.1))
     plain = latest_weights(tmp_path / "plain", "D")
@@ -101,9 +103,11 @@ def test_augment_and_lecam_state_resume_exactly(tiny_npz, tmp_path):
 
 def test_half_life_ema():
     # stylegan2-ada: beta = 0.5 ** (batch / halflife), halflife = min(kimg * 1000, rampup * images seen).
-    assert ema_beta(1000, 10, 100, 0.05) == pytest.approx(0.5 ** (10 / 50))
-    assert ema_beta(10**7, 10, 1, 0.05) == pytest.approx(0.5 ** (10 / 1000))
-    assert ema_beta(10**7, 10, 1, 0.0) == pytest.approx(0.5 ** (10 / 1000))
+    assert ema_beta(100, 10, halflife_kimg=100, rampup=0.05) == pytest.approx(0.5 ** (10 / 50))
+    assert ema_beta(10**6, 10, halflife_kimg=1, rampup=0.05) == pytest.approx(0.5 ** (10 / 1000))
+    assert ema_beta(10**6, 10, halflife_kimg=1, rampup=0.0) == pytest.approx(0.5 ** (10 / 1000))
+    # BigGAN-PyTorch's form from the same function: a copy before ``start``, then the constant decay.
+    assert ema_beta(4, 10, decay=0.999, start=5) == 0.0 and ema_beta(5, 10, decay=0.999, start=5) == 0.999
 
 
 def test_half_life_ema_in_training(tiny_npz, tmp_path):

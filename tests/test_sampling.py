@@ -4,21 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from scalegan.latents import class_labels, sample_z, truncated_normal
 from scalegan.models import build_generator
 from scalegan.models.layers import batch_norms
+from scalegan.objectives.biggan import standing_stats
 from scalegan.registry import model_config
-from scalegan.sampling import (
-    class_grid,
-    class_labels,
-    interpolation_sheet,
-    make_grid,
-    resolve_class,
-    sample_z,
-    sheet_frames,
-    standing_stats,
-    to_uint8,
-    truncated_normal,
-)
+from scalegan.sampling import class_grid, interpolation_sheet, make_grid, resolve_class, sample, sheet_frames
+from scalegan.utils import to_hwc
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +45,22 @@ def test_sample_z_modes():
 
 
 def test_sample_is_deterministic_and_in_range(G):
-    a = G.sample(6, y=[0, 1, 2, 3, 4, 5], truncation=0.7, seed=5)
-    b = G.sample(6, y=[0, 1, 2, 3, 4, 5], truncation=0.7, seed=5, batch_size=4)
-    c = G.sample(6, y=[0, 1, 2, 3, 4, 5], truncation=0.7, seed=6)
-    assert a.shape == (6, 1, 32, 32) and a.min() >= -1 and a.max() <= 1
+    a = sample(G, 6, y=[0, 1, 2, 3, 4, 5], truncation=0.7, seed=5)
+    b = sample(G, 6, y=[0, 1, 2, 3, 4, 5], truncation=0.7, seed=5, batch_size=4)
+    c = sample(G, 6, y=[0, 1, 2, 3, 4, 5], truncation=0.7, seed=6)
+    assert a.shape == (6, 1, 32, 32)
     assert torch.allclose(a, b, atol=1e-6)
-    assert not torch.allclose(a, c)
-    images, z, y = G.sample(3, y=2, seed=0, return_latents=True)
+    assert (a - c).abs().mean() > 1e-3  # another seed, other images
+    images, z, y = sample(G, 3, y=2, seed=0, truncation=0.7, return_latents=True)
     assert y.tolist() == [2, 2, 2] and torch.allclose(G(z, y), images, atol=1e-6)
+    # The latents are the paper's truncated z (resample mode, the default of a natively trained BigGAN).
+    assert torch.equal(z, truncated_normal((3, G.config.dim_z), 0.7, torch.Generator().manual_seed(0)))
+    assert torch.equal(sample(G, 3, y=2, seed=0, truncation=0.7, truncation_mode="scale"),
+                       G(sample_z(3, G.config.dim_z, 0.7, "scale", torch.Generator().manual_seed(0)), y))
+    with pytest.raises(ValueError, match="truncation mode 'clip' does not apply"):
+        sample(G, 1, truncation=0.5, truncation_mode="clip")
+    with pytest.raises(ValueError, match="truncation must be > 0"):
+        sample(G, 1, truncation=-1.0)
 
 
 def test_class_labels_and_names():
@@ -83,7 +83,7 @@ def test_grids_and_sheets(G):
     assert images.shape == (12, 1, 32, 32)
     grid = make_grid(images, nrow=4)
     assert grid.shape == (3 * 34 + 2, 4 * 34 + 2, 1) and grid.dtype == np.uint8
-    assert np.array_equal(grid[2:34, 2:34, 0], to_uint8(images[:1])[0, :, :, 0])
+    assert np.array_equal(grid[2:34, 2:34, 0], to_hwc(images[:1])[0, :, :, 0])
     for kind in ("z", "class"):
         sheet = interpolation_sheet(G, rows=2, steps=5, kind=kind, classes=[1, 8], seed=0)
         assert sheet.shape == (10, 1, 32, 32)

@@ -38,8 +38,9 @@ def test_train_writes_a_complete_run(tiny_npz, tmp_path):
     assert resolved["train"]["iterations"] == 4
     state = torch.load(run / "checkpoints" / "step_0000004" / "state.pt", weights_only=True)
     assert state["step"] == 4 and set(state) >= {"opt_G", "opt_D", "noise_rng", "stream"}
-    G = scalegan.load(run)
-    assert G.config.n_classes == 3 and G.sample(2, y=1, seed=0).shape == (2, 1, 32, 32)
+    G, info = scalegan.load(run)
+    assert G.config.n_classes == 3 and info.class_names == ("top", "middle", "bottom")
+    assert scalegan.sample(G, 2, y=1, seed=0).shape == (2, 1, 32, 32)
     # model.safetensors is the EMA generator with standing statistics, so differs from G_ema only in BN stats.
     model, ema = weights(run, "model"), weights(run, "G_ema")
     assert all(torch.equal(model[k], ema[k]) for k in model if "running" not in k and "num_batches" not in k)
@@ -89,18 +90,16 @@ def test_bf16_channels_last(tiny_npz, tmp_path):
     assert all(v.dtype in (torch.float32, torch.int64) for v in G.values())  # master weights stay float32
 
 
-@pytest.mark.parametrize("options", [
-    dict(loss="ce", num_accumulations=2, g_ortho=1e-4, d_ortho=1e-4, ema=False),
-    dict(model_overrides={**TINY, "n_classes": 0}),
-])
-def test_losses_accumulation_and_unconditional(tiny_npz, tmp_path, options):
-    summary = train(tiny_config(tiny_npz, tmp_path, iterations=2, **options))
+def test_unconditional_and_no_ema(tiny_npz, tmp_path):
+    summary = train(tiny_config(tiny_npz, tmp_path, iterations=2, ema=False, model_overrides={**TINY, "n_classes": 0}))
     assert summary["step"] == 2
-    G = scalegan.load(tmp_path)
-    if options.get("model_overrides"):
-        assert G.config.n_classes == 0
-    else:
-        assert "G_ema" not in {p.stem for p in (tmp_path / "checkpoints" / "step_0000002").iterdir()}
+    files = {p.stem for p in (tmp_path / "checkpoints" / "step_0000002").iterdir()}
+    assert "G_ema" not in files
+    G, info = scalegan.load(tmp_path)
+    assert G.config.n_classes == 0 and info.n_classes == 0 and info.class_names == ()
+    # Without EMA the sampling generator is G itself.
+    model, G_file = weights(tmp_path, "model"), weights(tmp_path, "G")
+    assert all(torch.equal(model[k], G_file[k]) for k in model)
 
 
 def test_time_budget_stops_with_a_checkpoint(tiny_npz, tmp_path):
@@ -120,20 +119,49 @@ def test_invalid_configs_are_clear(tiny_npz, tmp_path):
         TrainConfig.from_dict({"learning_rate": 1})
 
 
-def _d_after_steps(D, G, batches, acc, per_step_power_iteration=True, steps=3):
+class FixedBatches:
+    """The ``Draw`` of the loop, from fixed tensors split into ``acc`` micro-batches (taken in order)."""
+
+    def __init__(self, x, y, z, y_fake, acc):
+        self.reals = list(zip(x.chunk(acc), y.chunk(acc))) if x is not None else []
+        self.noises = list(zip(z.chunk(acc), y_fake.chunk(acc)))
+
+    def real(self):
+        return self.reals.pop(0)
+
+    def noise(self):
+        return self.noises.pop(0)
+
+
+def biggan_objective(G, D, acc, **settings):
     import contextlib
+
+    from scalegan.objectives import Context, Nets
+    from scalegan.objectives.biggan import BigGANObjective, BigGANObjectiveConfig
+
+    ctx = Context(torch.device("cpu"), contextlib.nullcontext, None, acc, 16 // acc, 0)
+    return BigGANObjective(BigGANObjectiveConfig(**{"n_d_steps": 1, **settings}), Nets(G, D, G, D, D), ctx)
+
+
+def _step(objective, network, batches, acc, steps=1):
+    from scalegan.training.loop import phase_step
+
+    phase = next(p for p in objective.phases if p.network == network)
+    net = objective.nets.G if network == "G" else objective.nets.D
+    opt = torch.optim.Adam(net.parameters(), 2e-4, betas=(0.0, 0.999), eps=1e-6)
+    for _ in range(steps):
+        values = phase_step(objective, phase, opt, torch.amp.GradScaler("cpu", enabled=False), acc,
+                            FixedBatches(*batches, acc))
+    return values
+
+
+def _d_after_steps(D, G, batches, acc, per_step_power_iteration=True, steps=3):
     import copy
 
-    from scalegan.losses import d_hinge
-    from scalegan.training.loop import PowerIterationPerStep, discriminator_step
-
     D = copy.deepcopy(D).train()
-    opt = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.0, 0.999), eps=1e-6)
-    sn = PowerIterationPerStep(D, G, enabled=per_step_power_iteration)
-    chunks = list(zip(*(t.chunk(acc) for t in batches)))
-    for _ in range(steps):
-        discriminator_step(D, G, chunks, d_hinge, opt, torch.amp.GradScaler("cpu", enabled=False),
-                           contextlib.nullcontext, sn, G.config.n_classes)
+    objective = biggan_objective(G, D, acc)
+    objective.power_iteration["D"].enabled = per_step_power_iteration
+    _step(objective, "D", batches, acc, steps)
     return D.state_dict()
 
 
@@ -161,25 +189,57 @@ def test_d_accumulation_is_exact():
 
 def test_g_accumulation_is_not_exact_because_of_batch_statistics():
     """G normalises each micro-batch with its own BN statistics: accumulation changes its update (documented)."""
-    import contextlib
     import copy
-
-    from scalegan.losses import g_hinge
-    from scalegan.training.loop import PowerIterationPerStep, generator_step
 
     torch.manual_seed(0)
     G, D = scalegan.create_model("biggan-fmnist", **TINY, n_classes=3)
-    D.requires_grad_(False)
     z, y = torch.randn(16, 16), torch.randint(0, 3, (16,))
     states = []
     for acc in (1, 2):
         Gc = copy.deepcopy(G).train()
-        opt = torch.optim.Adam(Gc.parameters(), 2e-4, betas=(0.0, 0.999), eps=1e-6)
-        generator_step(Gc, D, list(zip(z.chunk(acc), y.chunk(acc))), g_hinge, opt,
-                       torch.amp.GradScaler("cpu", enabled=False), contextlib.nullcontext,
-                       PowerIterationPerStep(Gc, D, enabled=acc > 1))
+        _step(biggan_objective(Gc, D, acc), "G", (None, None, z, y), acc)
         states.append(Gc.state_dict())
     assert _rms(*states) > 1e-6
+
+
+@pytest.mark.parametrize("loss", ["hinge", "ce"])
+def test_the_configured_loss_is_the_one_optimised(loss):
+    """The D phase's logged terms are the chosen loss of D's logits on the real and generated batch."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    G, D = scalegan.create_model("biggan-fmnist", **TINY, n_classes=3)
+    G.eval()
+    x, y, z, y_fake = torch.rand(8, 1, 32, 32) * 2 - 1, torch.randint(0, 3, (8,)), torch.randn(8, 16), \
+        torch.randint(0, 3, (8,))
+    with torch.no_grad():
+        d_real, d_fake = D(x, y), D(G(z, y_fake), y_fake)  # before the step: the loss is of these logits
+    values = _step(biggan_objective(G, D, 1, loss=loss), "D", (x, y, z, y_fake), 1)
+    expected = ((F.relu(1 - d_real).mean(), F.relu(1 + d_fake).mean()) if loss == "hinge" else
+                (F.softplus(-d_real).mean(), F.softplus(d_fake).mean()))
+    assert torch.allclose(values["loss_d_real"], expected[0], atol=1e-5)
+    assert torch.allclose(values["loss_d_fake"], expected[1], atol=1e-5)
+
+
+def test_orthogonal_regularisation_is_applied(tiny_npz, tmp_path):
+    """g_ortho / d_ortho add BigGAN's penalty to the phase of their network only: after one iteration from the same
+    seed, the regularised network differs from the plain run and the other is unchanged until it sees the change."""
+    from scalegan.regularizers import class_embeddings, orthogonal_penalty
+
+    torch.manual_seed(0)
+    G, D = scalegan.create_model("biggan-fmnist", **TINY, n_classes=3)
+    objective = biggan_objective(G, D, 1, g_ortho=1e-3)
+    G_phase, D_phase = objective.phases[1], objective.phases[0]
+    assert objective.penalty(D_phase) is None
+    assert torch.equal(objective.penalty(G_phase), orthogonal_penalty(G, 1e-3, class_embeddings(G)))
+    common = dict(iterations=1, sample_every=0, precision="float32", n_d_steps=1, ema=False)
+    for name, kw in (("plain", {}), ("g", dict(g_ortho=1.0)), ("d", dict(d_ortho=1.0))):
+        train(tiny_config(tiny_npz, tmp_path / name, **common, **kw))
+    plain = {n: weights(tmp_path / "plain", n) for n in ("G", "D")}
+    g_run = {n: weights(tmp_path / "g", n) for n in ("G", "D")}
+    d_run = {n: weights(tmp_path / "d", n) for n in ("G", "D")}
+    assert _rms(plain["D"], g_run["D"]) == 0 and _rms(plain["G"], g_run["G"]) > 1e-6  # D steps first
+    assert _rms(plain["D"], d_run["D"]) > 1e-6
 
 
 def test_bf16_tracks_float32(tiny_npz, tmp_path):
@@ -244,7 +304,7 @@ def test_periodic_evaluation_keeps_the_best_checkpoint(tiny_npz, tmp_path, monke
     best = run / "checkpoints" / "best"
     config = json.loads((best / "config.json").read_text())
     assert config["step"] == best_step and config["eval"]["value"] == min(fd)
-    assert (best / "state.pt").is_file() and scalegan.load(best).config.n_classes == 3
+    assert (best / "state.pt").is_file() and scalegan.load(best)[0].config.n_classes == 3
     # best_metric must be one of the results; higher-is-better metrics pick the maximum.
     with pytest.raises(ValueError, match="best_metric 'is_mean'"):
         train(tiny_config(tiny_npz, tmp_path / "bad", iterations=2, eval_every=2, eval_metrics="fid", eval_n=30,

@@ -7,8 +7,13 @@ import torch
 
 import scalegan
 from scalegan.registry import model_config
+from scalegan.sampling import sample
 from scalegan.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from scalegan.weights import WeightsError, load, load_state_dict, save_generator, save_state_dict
+from scalegan.weights import WeightsError, load_state_dict, save_generator, save_state_dict
+
+
+def load(path, **kw):
+    return scalegan.load(path, **kw)[0]
 
 
 @pytest.fixture
@@ -20,16 +25,18 @@ def G():
 
 def test_round_trip(G, tmp_path):
     G.train()
-    G.sample(4, seed=0)  # training-mode forward: moves u and the BN statistics away from their init
-    G.class_names = [f"c{i}" for i in range(10)]
-    save_generator(G, tmp_path / "w")
-    H = load(tmp_path / "w")
-    assert not H.training and H.class_names == G.class_names and H.config == G.config
+    sample(G, 4, seed=0)  # training-mode forward: moves u and the BN statistics away from their init
+    names = [f"c{i}" for i in range(10)]
+    save_generator(G, tmp_path / "w", class_names=names)
+    H, info = scalegan.load(tmp_path / "w")
+    assert not H.training and H.config == G.config
+    assert info.class_names == tuple(names) and info.family == "biggan" and info.resolution == 32
+    assert info.sha256 == scalegan.utils.sha256_file(tmp_path / "w" / "model.safetensors")
     for (k, a), (_, b) in zip(G.state_dict().items(), H.state_dict().items()):
         assert torch.equal(a, b), k
     G.eval()
-    assert torch.equal(G.sample(3, y=1, seed=2), H.sample(3, y=1, seed=2))
-    assert torch.equal(load(tmp_path / "w" / "model.safetensors").sample(1, seed=0), H.sample(1, seed=0))
+    assert torch.equal(sample(G, 3, y=1, seed=2), sample(H, 3, y=1, seed=2))
+    assert torch.equal(sample(load(tmp_path / "w" / "model.safetensors"), 1, seed=0), sample(H, 1, seed=0))
 
 
 def test_missing_and_tampered_weights(G, tmp_path):
@@ -50,9 +57,14 @@ def test_missing_and_tampered_weights(G, tmp_path):
     with pytest.raises(WeightsError, match="mis-shaped"):
         load(tmp_path / "w")
     cfg = json.loads((tmp_path / "w" / "config.json").read_text())
-    cfg["model"]["family"] = "stylegan9"
-    (tmp_path / "w" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(WeightsError, match="not a valid scalegan model config"):
+    for family, field in (("stylegan9", {}), ("biggan", {"ch": "abc"}), ("biggan", {"ch": -4}),
+                          ("biggan", {"colour": 1})):
+        broken = {**cfg, "family": family, "model": {**cfg["model"], "family": family, **field}}
+        (tmp_path / "w" / "config.json").write_text(json.dumps(broken))
+        with pytest.raises(WeightsError, match="not a valid scalegan model config"):
+            load(tmp_path / "w")
+    (tmp_path / "w" / "config.json").write_text("{broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
         load(tmp_path / "w")
 
 

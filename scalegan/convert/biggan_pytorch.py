@@ -23,7 +23,7 @@ import torch
 
 from ..models.biggan import G_ARCH, BigGANConfig, Generator
 from ..models.layers import SpectralNorm
-from . import ConvertError, check_keys, imagenet_labels, read_torch_file
+from .common import ConvertError, check_keys, read_torch_file
 
 
 def config_from_state(state: dict[str, torch.Tensor], bn_eps: float = 1e-5, sn_eps: float = 1e-6) -> BigGANConfig:
@@ -80,8 +80,6 @@ def convert_state_dict(state: dict[str, torch.Tensor], bn_eps: float = 1e-5, sn_
         new[mine] = state[theirs].to(ours[mine].dtype)
     G.load_state_dict(new, strict=True)
     assert all(isinstance(m, SpectralNorm) for m in G.modules() if hasattr(m, "sv"))
-    labels = imagenet_labels(config.n_classes)
-    G.class_names, G.class_ids = labels.get("class_names", []), labels.get("class_ids", [])
     return G.eval()
 
 

@@ -7,8 +7,8 @@ the self-attention as its own entry of ``generator.layers`` (before the block at
 (``weight_orig``, ``weight_u``, ``weight_v``), which it evaluates without a power iteration:
 ``W = weight_orig / (u . W_mat v)``. The converted model reproduces that exactly: it stores ``weight_orig`` as
 the weight, ``u`` as its left vector and sigma ``u . W_mat v`` in ``sv``, with ``sn_eval="stored"``; the BN
-rows go to ``stats_mean`` / ``stats_var`` (``n_stats=51``), selected per truncation by
-``GeneratorDeep.set_truncation`` exactly as the port does.
+rows go to ``stats_mean`` / ``stats_var`` (``n_stats=51``), selected per call by ``G(z, y, truncation)``
+exactly as the port does.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from ..models.biggan_deep import G_MULT, BigGANDeepConfig, GeneratorDeep
-from ..models.layers import SpectralNorm
-from . import ConvertError, check_keys, imagenet_labels, read_torch_file
+from ..models.layers import SpectralNorm, batch_norms
+from .common import ConvertError, check_keys, read_torch_file
 
 
 def config_from_port(port: dict) -> BigGANDeepConfig:
@@ -123,9 +123,9 @@ def convert_state_dict(state: dict[str, torch.Tensor], port_config: dict, source
         else:
             new[f"{mine}.weight"] = state[f"{theirs}.weight"].float()
     G.load_state_dict(new, strict=True)
-    G.set_truncation(1.0)
-    labels = imagenet_labels(config.n_classes)
-    G.class_names, G.class_ids = labels.get("class_names", []), labels.get("class_ids", [])
+    for bn in batch_norms(G):  # the running statistics: those of truncation 1 (the last row), as the port's default
+        bn.running_mean.copy_(bn.stats_mean[-1])
+        bn.running_var.copy_(bn.stats_var[-1])
     return G.eval()
 
 

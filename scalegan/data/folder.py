@@ -20,6 +20,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", 
 DEFAULT_RESOLUTION = 128
 EXAMPLES_SHOWN = 3
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+GREY_MODES = SIXTEEN_BIT_MODES | {"1", "L", "LA", "La"}  # one colour plane, with or without alpha
 
 
 class UnreadableImageWarning(UserWarning):
@@ -68,11 +69,19 @@ def to_mode(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(mode)
 
 
+def decode_image(path: str | Path, channels: int | None = None) -> Image.Image:
+    """Open one image file upright (EXIF orientation applied) as 8-bit "L" (`channels=1`) or "RGB" (3), at its
+    own size; `channels=None` keeps grey files grey and makes everything else RGB."""
+    with Image.open(path) as image:
+        if channels is None:
+            channels = 1 if image.mode in GREY_MODES else 3
+        image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+        return to_mode(image, "L" if channels == 1 else "RGB")
+
+
 def load_image(path: str | Path, resolution: int, channels: int) -> torch.Tensor:
     """Decode one image file to uint8 `[C, H, W]`: upright, centre-cropped to a square, resized (bilinear)."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
-        image = to_mode(image, "L" if channels == 1 else "RGB")
+    image = decode_image(path, channels)
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2

@@ -42,7 +42,9 @@ def load_npz(
     resolution: int | None = None,
     channels: int | None = None,
 ) -> TensorImageDataset:
-    """Load `x` (and `y`, `class_names` when present) from an `.npz` file; pickled objects are refused."""
+    """Load `x` (and `y`, `class_names` when present) from an `.npz` file; pickled objects are refused.
+
+    A `y` of all -1 (no class) means unlabelled."""
     path = Path(path)
     source = f"npz:{path}"
     if not path.is_file():
@@ -65,6 +67,8 @@ def load_npz(
         raise DatasetError(f"{source} is not a readable .npz file ({e}); write it with np.savez") from e
 
     x = images_to_nchw(x, source)
+    if y is not None and names is None and y.ndim == 1 and y.dtype.kind == "i" and len(y) and (y == -1).all():
+        y = None  # `scalegan sample --npz` marks the samples of an unconditional generator with y = -1
     class_names = None
     if names is not None:
         if names.ndim != 1 or names.dtype.kind not in "US":

@@ -3,9 +3,10 @@
 Inception features say little about 32x32 grayscale datasets such as Fashion-MNIST, so for those we train a
 small CNN on the dataset itself. It serves two purposes:
 
-- class consistency: the share of class-conditional samples `G.sample(n, y=c)` that the classifier assigns
-  to class `c` (a cheap check that conditioning works, in the spirit of the "classification accuracy score"
-  family of metrics);
+- class consistency: the share of class-conditional samples of class `c` that the classifier assigns to class
+  `c` (a cheap check that conditioning works, in the spirit of the "classification accuracy score" family of
+  metrics); `class_consistency` and the `acc` metric of `scalegan.metrics.eval.evaluate_generator` are the same
+  measurement (`ClassAccuracy` on the images of `scalegan.metrics.generated.generated_batches`);
 - a feature backbone: `SmallClassifier.features` gives the penultimate activations, usable for FD/KID on
   datasets where Inception is the wrong network.
 
@@ -14,16 +15,13 @@ Weights are stored like every other scalegan model: `model.safetensors` + `confi
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -31,9 +29,14 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..utils import key_mismatch, read_json, to_uint8, write_bytes, write_json
+from .generated import generated_batches
+
 __all__ = [
+    "ClassAccuracy",
     "ClassifierConfig",
     "SmallClassifier",
+    "check_classifier",
     "class_consistency",
     "evaluate_accuracy",
     "load_classifier",
@@ -237,16 +240,8 @@ def train_classifier(
     generator = torch.Generator().manual_seed(seed)
     model = SmallClassifier(config, generator=generator).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(n / batch_size)
-    total_steps = epochs * steps_per_epoch
-    warmup = max(1, int(0.03 * total_steps))
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    total_steps = epochs * math.ceil(n / batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps))
 
     model.train()
     bar = tqdm(total=total_steps, desc="train classifier", disable=not progress, unit="step")
@@ -269,6 +264,18 @@ def train_classifier(
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     return model.eval()
+
+
+def _warmup_cosine(total_steps: int):
+    """Learning-rate factor per step: linear warmup over the first 3% of steps, then cosine decay to zero."""
+    warmup = max(1, int(0.03 * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+
+    return factor
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -294,19 +301,6 @@ def evaluate_accuracy(model: SmallClassifier, dataset: Any, batch_size: int = 51
 # Weights on disk
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`, so readers never see a
-    half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_classifier(model: SmallClassifier, directory: str | os.PathLike) -> None:
     """Write `model.safetensors` and `config.json` for `model` into `directory` (created if needed)."""
     directory = Path(directory)
@@ -315,8 +309,8 @@ def save_classifier(model: SmallClassifier, directory: str | os.PathLike) -> Non
     config = {"kind": "small_classifier", **asdict(model.config)}
 
     # Serialized in memory and written with open(): safetensors' own save_file creates owner-only files.
-    _atomic_write(directory / WEIGHTS_NAME, safetensors_bytes(state, metadata={"format": "pt"}))
-    _atomic_write(directory / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+    write_bytes(directory / WEIGHTS_NAME, safetensors_bytes(state, metadata={"format": "pt"}))
+    write_json(directory / CONFIG_NAME, config)
 
 
 def load_classifier(directory: str | os.PathLike, device: str | torch.device = "cpu") -> SmallClassifier:
@@ -329,8 +323,7 @@ def load_classifier(directory: str | os.PathLike, device: str | torch.device = "
     missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (directory / name).is_file()]
     if missing:
         raise FileNotFoundError(f"classifier directory {directory} lacks {', '.join(missing)}")
-    with open(directory / CONFIG_NAME) as f:
-        raw = json.load(f)
+    raw = read_json(directory / CONFIG_NAME)
     kind = raw.pop("kind", "small_classifier")
     if kind != "small_classifier":
         raise ValueError(f"{directory / CONFIG_NAME} describes a {kind!r}, not a small_classifier")
@@ -342,15 +335,9 @@ def load_classifier(directory: str | os.PathLike, device: str | torch.device = "
     model = SmallClassifier(config)
     state = load_file(directory / WEIGHTS_NAME)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    problems = [f"missing {k}" for k in expected if k not in state]
-    problems += [f"unexpected {k}" for k in state if k not in expected]
-    problems += [
-        f"{k}: shape {list(state[k].shape)}, expected {list(shape)}"
-        for k, shape in expected.items()
-        if k in state and tuple(state[k].shape) != shape
-    ]
+    problems = key_mismatch({k: tuple(v.shape) for k, v in state.items()}, expected)
     if problems:
-        raise ValueError(f"{directory / WEIGHTS_NAME} does not match its config: " + "; ".join(problems))
+        raise ValueError(f"{directory / WEIGHTS_NAME} does not match its config: {problems}")
     model.load_state_dict(state)
     return model.to(device).eval()
 
@@ -359,9 +346,70 @@ def load_classifier(directory: str | os.PathLike, device: str | torch.device = "
 # Class consistency
 
 
-def _chunk_seed(seed: int, class_index: int, chunk: int) -> int:
-    """A well-mixed seed per (seed, class, chunk): distinct streams that do not depend on n_per_class."""
-    return int(np.random.SeedSequence([seed, class_index, chunk]).generate_state(1, dtype=np.uint32)[0])
+def check_classifier(G: Any, classifier: SmallClassifier) -> int:
+    """G's number of classes, after checking that `classifier` can judge G's images: G must be class-conditional
+    with the classifier's classes, channels and resolution (ValueError otherwise)."""
+    g_cfg = G.config
+    n_classes = getattr(g_cfg, "n_classes", None)
+    if not n_classes:
+        raise ValueError(f"class accuracy needs a class-conditional generator; G.config.n_classes is {n_classes!r}")
+    c_cfg = getattr(classifier, "config", None)
+    if c_cfg is None:
+        return n_classes  # not a SmallClassifier: its forward pass checks what it can
+    mismatches = [
+        f"{name}: G has {g}, classifier has {c}"
+        for name, g, c in (
+            ("classes", n_classes, c_cfg.num_classes),
+            ("channels", getattr(g_cfg, "img_channels", None), c_cfg.in_channels),
+            ("resolution", getattr(g_cfg, "resolution", None), c_cfg.resolution),
+        )
+        if g != c
+    ]
+    if mismatches:
+        raise ValueError("generator and classifier do not match: " + "; ".join(mismatches))
+    return n_classes
+
+
+class ClassAccuracy:
+    """The share of images that a classifier assigns to their requested class, accumulated batch by batch: the
+    one implementation of class accuracy (`class_consistency`, and `acc` in `evaluate_generator`).
+
+    Images (float in [-1, 1] or uint8) are judged as the 8-bit pictures a user would save (rounded to uint8, as
+    the feature backbones see them), by the classifier in eval mode on its own device."""
+
+    def __init__(self, classifier: nn.Module, n_classes: int) -> None:
+        self.classifier = classifier
+        self.correct = torch.zeros(n_classes, dtype=torch.long)
+        self.total = torch.zeros(n_classes, dtype=torch.long)
+
+    @torch.no_grad()
+    def update(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Classify a batch of images `[N, C, H, W]` whose requested classes are `labels` `[N]`."""
+        x = to_uint8(images).float() / 127.5 - 1.0
+        was_training = self.classifier.training
+        self.classifier.eval()
+        predicted = self.classifier(x.to(_model_device(self.classifier))).argmax(dim=1).cpu()
+        self.classifier.train(was_training)
+        labels = torch.as_tensor(labels).cpu().long()
+        n_classes = len(self.total)
+        self.total += torch.bincount(labels, minlength=n_classes)
+        self.correct += torch.bincount(labels[predicted == labels], minlength=n_classes)
+
+    def observe(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[tuple[torch.Tensor, Any]]:
+        """Pass `(images, labels)` batches through unchanged, classifying each on the way."""
+        for images, labels in batches:
+            self.update(images, labels)
+            yield images, labels
+
+    @property
+    def accuracy(self) -> float:
+        """Correct / all images seen."""
+        return int(self.correct.sum()) / max(1, int(self.total.sum()))
+
+    @property
+    def per_class(self) -> list[float]:
+        """Accuracy per requested class (0.0 for a class with no images)."""
+        return [int(c) / max(1, int(t)) for c, t in zip(self.correct, self.total)]
 
 
 @torch.no_grad()
@@ -372,12 +420,16 @@ def class_consistency(
     batch_size: int = 250,
     seed: int = 0,
     truncation: float | None = None,
+    *,
+    truncation_mode: str | None = None,
 ) -> dict[str, Any]:
     """Share of class-conditional samples that `classifier` assigns to the requested class.
 
-    For every class `c`, draws `n_per_class` images with `G.sample(k, y=c, truncation=truncation, seed=s)` in
-    chunks of `batch_size`, each chunk with its own deterministic seed `s` derived from (`seed`, `c`, chunk
-    index), and classifies them. Returns `{"accuracy", "per_class", "n_per_class", "truncation", "seed"}`;
+    Judges the `n = n_per_class * n_classes` images of `scalegan.metrics.generated.generated_batches(G, n, seed=seed,
+    truncation=truncation, truncation_mode=truncation_mode)` (image i of class `i % n_classes`, drawn in seeded
+    chunks of 100) with `ClassAccuracy`, so `accuracy` equals the `acc` metric (`class_accuracy`) of
+    `evaluate_generator` for the same G, classifier, n, seed and truncation. `batch_size` (images classified at
+    once) does not change the result. Returns `{"accuracy", "per_class", "n_per_class", "truncation", "seed"}`;
     `accuracy` is the mean over all samples (equal to the mean of `per_class`).
 
     Raises ValueError if `G` is unconditional or its classes, channels or resolution differ from the
@@ -385,43 +437,17 @@ def class_consistency(
     """
     if n_per_class < 1 or batch_size < 1:
         raise ValueError(f"n_per_class and batch_size must be >= 1, got {n_per_class} and {batch_size}")
-    g_cfg = G.config
-    c_cfg = classifier.config
-    n_classes = getattr(g_cfg, "n_classes", None)
-    if not n_classes:
-        raise ValueError(
-            f"class_consistency needs a class-conditional generator; G.config.n_classes is {n_classes!r}"
-        )
-    mismatches = [
-        f"{name}: G has {g}, classifier has {c}"
-        for name, g, c in (
-            ("classes", n_classes, c_cfg.num_classes),
-            ("channels", g_cfg.img_channels, c_cfg.in_channels),
-            ("resolution", g_cfg.resolution, c_cfg.resolution),
-        )
-        if g != c
-    ]
-    if mismatches:
-        raise ValueError("generator and classifier do not match: " + "; ".join(mismatches))
-
-    device = _model_device(classifier)
-    was_training = classifier.training
-    classifier.eval()
-    per_class: list[float] = []
-    for c in range(n_classes):
-        correct = 0
-        for chunk, start in enumerate(range(0, n_per_class, batch_size)):
-            k = min(batch_size, n_per_class - start)
-            images = G.sample(k, y=c, truncation=truncation, seed=_chunk_seed(seed, c, chunk))
-            if images.shape[0] != k:
-                raise ValueError(f"G.sample({k}, ...) returned {images.shape[0]} images")
-            predicted = classifier(images.to(device=device, dtype=torch.float32)).argmax(dim=1)
-            correct += int((predicted == c).sum())
-        per_class.append(correct / n_per_class)
-    classifier.train(was_training)
+    n_classes = check_classifier(G, classifier)
+    accuracy = ClassAccuracy(classifier, n_classes)
+    n = n_per_class * n_classes
+    batches = generated_batches(
+        G, n, seed=seed, truncation=truncation, truncation_mode=truncation_mode, batch_size=batch_size
+    )
+    for images, labels in batches:
+        accuracy.update(images, labels)
     return {
-        "accuracy": float(sum(per_class) / len(per_class)),
-        "per_class": per_class,
+        "accuracy": accuracy.accuracy,
+        "per_class": accuracy.per_class,
         "n_per_class": n_per_class,
         "truncation": truncation,
         "seed": seed,

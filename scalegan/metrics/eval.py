@@ -4,15 +4,17 @@
   `$SCALEGAN_CACHE/stats/` (default `~/.cache/scalegan/stats/`). The cache key covers the data (a hash of
   in-memory arrays, or the paths, sizes and modification times of image files), the split, the number of
   images, and the backbone (weights SHA-256, resizer, normalisation, dtype), so any change recomputes.
-- `evaluate_generator(G, ref, metrics, n)`: samples `n` images (classes balanced for a conditional G, seeded
-  per chunk), passes them through the backbone once, and computes the requested metrics against `ref` (a
-  dataset or a `ReferenceStats`). This is the function a training loop calls for periodic evaluation.
-- `evaluate_sets(a, b, metrics)`: the same for two image sets (folders of images or `.npz` files with `x`).
+- `evaluate_generator(G, ref, metrics, n)`: draws `n` images (`generated_batches`: classes balanced for a
+  conditional G, seeded per chunk of 100), passes them through the backbone once, and computes the requested
+  metrics against `ref` (a dataset or a `ReferenceStats`). This is the function a training loop calls for
+  periodic evaluation.
+- `evaluate_sets(a, b, metrics)`: the same for two image sets (folders of images or `.npz` files with `x`),
+  decoded by `scalegan.data` exactly as training decodes them (`load_image_set`).
 
 Metric names: `fid` (Frechet distance; "FD" on a classifier backbone), `is`, `kid`, `pr` (precision/recall),
 `dc` (density/coverage), `ifid` (intra-class FID, conditional generators), `acc` (class consistency: the share of
-generated images that a domain classifier assigns to the requested class). Every result carries a `card` that
-says how it was measured.
+generated images that a domain classifier assigns to the requested class; the same number as
+`classifier.class_consistency`). Every result carries a `card` that says how it was measured.
 """
 
 from __future__ import annotations
@@ -28,15 +30,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..sampling import resolve_truncation_mode
+from ..utils import __version__, atomic_path, cache_dir
 from . import scores
-from .features import FeatureStats, to_uint8
-from .inception import cache_dir
+from .classifier import ClassAccuracy, check_classifier
+from .features import FeatureStats, extract
+from .generated import SEED_CHUNK, generated_batches
 
 __all__ = [
     "ALL_METRICS",
     "ReferenceStats",
     "evaluate_generator",
     "evaluate_sets",
+    "generated_batches",
     "load_image_set",
     "make_backbone",
     "reference_stats",
@@ -45,12 +51,6 @@ __all__ = [
 ALL_METRICS = ("fid", "is", "kid", "pr", "dc", "ifid", "acc")
 DEFAULT_METRICS = ("fid", "is", "kid", "pr")
 STATS_FORMAT = 1  # bump when the cached arrays change meaning
-
-
-def _version() -> str:
-    from scalegan import __version__
-
-    return __version__
 
 
 def parse_metrics(metrics: str | list[str] | tuple[str, ...] | None) -> list[str]:
@@ -130,44 +130,52 @@ def _fingerprint(dataset: Any) -> str:
 
 
 def load_image_set(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Images `uint8 [N, C, H, W]` (and labels if any) from an `.npz` (`x`: NHWC or NCHW uint8, optional `y`)
-    or a folder of images (searched recursively; all must share one size)."""
-    from PIL import Image
+    """Images `uint8 [N, C, H, W]` and int64 labels (None when unlabelled) of an image set, decoded by
+    `scalegan.data` exactly as training decodes the same files.
+
+    An `.npz` file (`npz:` datasets: uint8 `x`, square; optional integer `y`, all -1 = unlabelled) or a folder
+    (`folder:` datasets: class subfolders give labels, else the loose images; EXIF orientation applied, 16-bit
+    scaled to 8 bits, alpha composited on white). Nothing is resized or cropped: the images of a folder must share
+    one size (any aspect ratio), else ValueError. Grey files stay one channel unless the folder also holds colour
+    images; then every image is RGB."""
+    from ..data import DatasetError, FolderImageDataset
+    from ..data.folder import decode_image
+    from ..data.npz import load_npz
 
     p = Path(path).expanduser()
-    if p.suffix == ".npz" and p.is_file():
-        with np.load(p) as data:
-            if "x" not in data:
-                raise KeyError(f"{p} has no array 'x' (found {', '.join(data.files)})")
-            x = np.asarray(data["x"])
-            y = np.asarray(data["y"]) if "y" in data else None
-        if x.ndim == 3:
-            x = x[..., None]
-        if x.ndim != 4:
-            raise ValueError(f"{p}: 'x' must be [N, H, W, C] or [N, C, H, W], got shape {x.shape}")
-        if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-            x = x.transpose(0, 3, 1, 2)
-        if x.dtype != np.uint8:
-            if x.min() < -1.01 or x.max() > 1.01:
-                raise ValueError(f"{p}: non-uint8 'x' must hold values in [-1, 1]")
-            x = to_uint8(torch.from_numpy(x.astype(np.float32))).numpy()
-        return torch.from_numpy(np.ascontiguousarray(x)), None if y is None else torch.from_numpy(y).long()
+    if p.is_file():
+        if p.suffix.lower() != ".npz":
+            raise ValueError(f"image set {p} is a file but not an .npz; give an .npz with array x or a folder")
+        dataset = load_npz(p)
+        images, labels = dataset.tensors
+        return images, labels if dataset.num_classes else None
     if not p.is_dir():
         raise FileNotFoundError(f"image set {p} is neither an .npz file nor a folder")
-    files = sorted(f for f in p.rglob("*") if f.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp"})
-    if not files:
-        raise FileNotFoundError(f"no images (.png/.jpg/.jpeg/.bmp/.webp) under {p}")
-    arrays = []
-    for f in files:
-        with Image.open(f) as im:
-            im = im.convert("L") if im.mode in ("L", "I;16", "1") else im.convert("RGB")
-            arrays.append(np.asarray(im))
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise ValueError(f"images under {p} have different sizes {sorted(shapes)[:4]}; resize them to one size first")
-    x = np.stack(arrays)
+    folder = FolderImageDataset(p)
+    pictures = []
+    for f in folder.files:
+        try:
+            pictures.append(np.array(decode_image(f)))
+        except Exception as e:  # a damaged file that passed the header check; evaluation does not substitute
+            raise DatasetError(f"could not decode {f} ({type(e).__name__}: {e}); remove or replace it") from e
+    _check_one_size(p, folder.files, pictures)
+    if any(a.ndim == 3 for a in pictures):  # grey among colour: repeat, as PIL's L -> RGB does
+        pictures = [a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in pictures]
+    x = np.stack(pictures)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(x)), None
+    return torch.from_numpy(np.ascontiguousarray(x)), folder.labels if folder.num_classes else None
+
+
+def _check_one_size(root: Path, files: list[Path], pictures: list[np.ndarray]) -> None:
+    sizes: dict[tuple[int, int], Path] = {}
+    for f, a in zip(files, pictures):
+        sizes.setdefault(a.shape[:2], f)
+    if len(sizes) > 1:
+        shown = ", ".join(f"{h}x{w} (e.g. {f.name})" for (h, w), f in list(sizes.items())[:4])
+        raise ValueError(
+            f"images under {root} have different sizes (H x W): {shown}; evaluation does not resize or crop, so "
+            "bring them to one size first"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -184,14 +192,13 @@ class ReferenceStats:
     info: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
+        """Write the statistics to an `.npz` file, atomically."""
         arrays = {f"all_{k}": v for k, v in self.stats.to_arrays().items()}
         for c, s in self.per_class.items():
             arrays.update({f"class{c}_{k}": v for k, v in s.to_arrays().items()})
         arrays["info"] = np.array(json.dumps(self.info))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> ReferenceStats:
@@ -244,21 +251,9 @@ def reference_stats(
             pass  # a damaged cache file is recomputed and overwritten
 
     indices = np.arange(total) if n == total else np.sort(np.random.default_rng(seed).permutation(total)[:n])
-    stats = FeatureStats(keep=min(keep, n))
-    by_class: dict[int, FeatureStats] = {}
     labelled = per_class and getattr(dataset, "num_classes", 0) > 0
-    batches = _dataset_batches(dataset, indices, batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, total=-(-n // batch_size), desc="reference features", unit="batch")
-    for images, labels in batches:
-        out = backbone(images)
-        stats.update(out["features"])
-        if labelled:
-            feats = out["features"].numpy()
-            for c in labels.unique().tolist():
-                by_class.setdefault(int(c), FeatureStats()).update(feats[(labels == c).numpy()])
+    batches = _progress(_dataset_batches(dataset, indices, batch_size), n, batch_size, "reference", progress)
+    stats, by_class = extract(backbone, batches, keep=min(keep, n), per_class=labelled)
     info = {
         "dataset": describe,
         "fingerprint": key_fields["data"],
@@ -321,8 +316,16 @@ def _compute(
     return out
 
 
-def _chunk_seed(seed: int, chunk: int) -> int:
-    return int(np.random.SeedSequence([seed, chunk]).generate_state(1, dtype=np.uint32)[0])
+def _progress(batches, n: int, batch_size: int, what: str, progress: bool):
+    if not progress:
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, total=-(-n // batch_size), desc=f"{what} features", unit="batch")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Generated images
 
 
 def _as_reference(ref: Any, backbone: Any, metrics: list[str], ref_n: int | None, batch_size: int, cache: bool):
@@ -349,6 +352,7 @@ def evaluate_generator(
     batch_size: int = 100,
     seed: int = 0,
     truncation: float | None = None,
+    truncation_mode: str | None = None,
     is_splits: int = 10,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
@@ -360,78 +364,76 @@ def evaluate_generator(
 ) -> dict[str, Any]:
     """Metrics of generator `G` against `ref` (a dataset or `ReferenceStats`) from `n` generated images.
 
-    Classes are balanced (`i % n_classes`) for a conditional G; image chunk `i` uses seed
-    `SeedSequence([seed, i])`, so results do not depend on the batch size of the backbone. `backbone` defaults
-    to the Inception network (`inception_weights`, `resizer`); `classifier` (a `SmallClassifier`) enables
-    `acc`. Returns `{"metrics": {...}, "card": {...}}`; both are JSON-able."""
+    The images are `generated_batches(G, n, seed=seed, truncation=truncation, truncation_mode=...)`: classes balanced
+    (`i % n_classes`) for a conditional G, seeded per chunk of 100 images, so results do not depend on
+    `batch_size`. `backbone` defaults to the Inception network (`inception_weights`, `resizer`); `classifier` (a
+    `SmallClassifier`, default: the backbone's when it is one) enables `acc`, which equals
+    `class_consistency(G, classifier, n // n_classes, seed=seed, truncation=truncation)["accuracy"]` when n is a
+    multiple of n_classes. Returns `{"metrics": {...}, "card": {...}}`; both are JSON-able."""
     names = parse_metrics(metrics)
     if n < 2:
         raise ValueError(f"n must be >= 2, got {n}")
     backbone = backbone or make_backbone("inception", inception_weights=inception_weights, resizer=resizer)
-    n_classes = int(getattr(G.config, "n_classes", 0) or 0)
-    if "ifid" in names and not n_classes:
-        raise ValueError("intra-class FID needs a class-conditional generator")
-    if "acc" in names:
-        if not n_classes:
-            raise ValueError("class accuracy needs a class-conditional generator")
-        if classifier is None and backbone.name == "classifier":
-            classifier = backbone.model
-        if classifier is None:
-            raise ValueError("class accuracy needs a domain classifier: pass --classifier DIR")
+    classifier = _check_generator_metrics(G, names, backbone, classifier)
     started = time.time()
     reference = _as_reference(ref, backbone, names, ref_n, batch_size, cache)
-
-    fake = FeatureStats(keep=n, keep_logits="is" in names)
-    fake_by_class: dict[int, FeatureStats] = {}
-    correct = 0
-    labels_all = torch.arange(n) % n_classes if n_classes else None
-    chunks = range(0, n, batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        chunks = tqdm(chunks, desc="generated features", unit="batch")
-    was_training = G.training
-    G.eval()
-    for i, start in enumerate(chunks):
-        k = min(batch_size, n - start)
-        y = labels_all[start : start + k] if labels_all is not None else None
-        images = G.sample(k, y=y, truncation=truncation, seed=_chunk_seed(seed, i)).cpu()
-        out = backbone(images)
-        fake.update(out["features"], out["logits"])
-        if y is not None and "ifid" in names:
-            feats = out["features"].numpy()
-            for c in y.unique().tolist():
-                fake_by_class.setdefault(int(c), FeatureStats()).update(feats[(y == c).numpy()])
-        if "acc" in names:
-            x = to_uint8(images).float() / 127.5 - 1  # the 8-bit picture, as the backbones see it
-            device = next(classifier.parameters()).device
-            predicted = classifier(x.to(device)).argmax(dim=1).cpu()
-            correct += int((predicted == y).sum())
-    G.train(was_training)
-
+    accuracy = ClassAccuracy(classifier, G.config.n_classes) if classifier is not None else None
+    batches = generated_batches(G, n, seed=seed, truncation=truncation, truncation_mode=truncation_mode,
+                                batch_size=batch_size)
+    if accuracy is not None:
+        batches = accuracy.observe(batches)
+    fake, fake_by_class = extract(
+        backbone, _progress(batches, n, batch_size, "generated", progress), keep=n, keep_logits="is" in names,
+        per_class="ifid" in names,
+    )
     values = _compute(
         names, fake, fake_by_class, reference, backbone_name=backbone.name, fid_method=fid_method,
         is_splits=is_splits, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, k_pr=k_pr, k_dc=k_dc,
     )
-    if "acc" in names:
-        values["class_accuracy"] = correct / n
+    if accuracy is not None:
+        values["class_accuracy"] = accuracy.accuracy
     card = _card(
         backbone, names, n_generated=n, reference=reference, is_splits=is_splits, kid_subsets=kid_subsets,
         kid_subset_size=min(kid_subset_size, n, len(reference.stats.features)), k_pr=k_pr, k_dc=k_dc,
         fid_method=fid_method, seconds=time.time() - started,
     )
-    card.update(
-        generator={
+    card.update(_generator_card(G, truncation, truncation_mode, seed, batch_size))
+    return {"metrics": values, "card": card}
+
+
+def _check_generator_metrics(G: Any, names: list[str], backbone: Any, classifier: Any) -> Any:
+    """Reject metrics G cannot have; return the classifier for `acc` (None without `acc`)."""
+    n_classes = int(getattr(G.config, "n_classes", 0) or 0)
+    if "ifid" in names and not n_classes:
+        raise ValueError("intra-class FID needs a class-conditional generator")
+    if "acc" not in names:
+        return None
+    if not n_classes:
+        raise ValueError("class accuracy needs a class-conditional generator")
+    if classifier is None and backbone.name == "classifier":
+        classifier = backbone.model
+    if classifier is None:
+        raise ValueError("class accuracy needs a domain classifier: pass --classifier DIR")
+    check_classifier(G, classifier)
+    return classifier
+
+
+def _generator_card(
+    G: Any, truncation: float | None, truncation_mode: str | None, seed: int, batch_size: int
+) -> dict[str, Any]:
+    n_classes = int(getattr(G.config, "n_classes", 0) or 0)
+    return {
+        "generator": {
             "resolution": getattr(G.config, "resolution", None),
             "n_classes": n_classes,
             "class_balance": "i % n_classes" if n_classes else None,
         },
-        truncation=truncation,
-        seed=seed,
-        seeds="chunk i of batch_size images uses SeedSequence([seed, i])",
-        batch_size=batch_size,
-    )
-    return {"metrics": values, "card": card}
+        "truncation": truncation,
+        "truncation_mode": resolve_truncation_mode(G, truncation_mode) if truncation is not None else None,
+        "seed": seed,
+        "seeds": f"images drawn in chunks of {SEED_CHUNK}; chunk j uses SeedSequence([seed, j])",
+        "batch_size": batch_size,
+    }
 
 
 @torch.no_grad()
@@ -461,15 +463,13 @@ def evaluate_sets(
 
     def features(source: Any, keep_logits: bool) -> tuple[FeatureStats, dict[int, FeatureStats], dict]:
         images, labels = load_image_set(source) if isinstance(source, (str, os.PathLike)) else source
-        stats = FeatureStats(keep=len(images), keep_logits=keep_logits)
-        by_class: dict[int, FeatureStats] = {}
-        for start in range(0, len(images), batch_size):
-            out = backbone(images[start : start + batch_size])
-            stats.update(out["features"], out["logits"])
-            if labels is not None and "ifid" in names:
-                y = labels[start : start + batch_size]
-                for c in y.unique().tolist():
-                    by_class.setdefault(int(c), FeatureStats()).update(out["features"].numpy()[(y == c).numpy()])
+        batches = (
+            (images[i : i + batch_size], labels[i : i + batch_size] if labels is not None else None)
+            for i in range(0, len(images), batch_size)
+        )
+        stats, by_class = extract(
+            backbone, batches, keep=len(images), keep_logits=keep_logits, per_class="ifid" in names
+        )
         source_name = str(source) if isinstance(source, (str, os.PathLike)) else "in-memory"
         return stats, {c: s for c, s in by_class.items() if s.n >= 2}, {"source": source_name, "n": len(images)}
 
@@ -521,7 +521,7 @@ def _card(
         "n_reference_features_for_knn": len(reference.stats.features)
         if {"kid", "pr", "dc"} & set(names)
         else None,
-        "scalegan_version": _version(),
+        "scalegan_version": __version__,
         "torch_version": torch.__version__,
         "seconds": round(seconds, 2),
     }

@@ -21,17 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils import sha256_file, to_uint8
 from .inception import INPUT_SIZE, FIDInception, load_inception
 from .resize import DEFAULT_RESIZER, RESIZERS, resize
 
-__all__ = ["ClassifierBackbone", "FeatureStats", "InceptionBackbone", "extract", "to_uint8"]
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float images in [-1, 1] -> uint8 [0, 255] by rounding; uint8 images pass through."""
-    if images.dtype == torch.uint8:
-        return images
-    return ((images.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+__all__ = ["ClassifierBackbone", "FeatureStats", "InceptionBackbone", "extract"]
 
 
 class InceptionBackbone:
@@ -124,16 +118,14 @@ class ClassifierBackbone:
         from pathlib import Path
 
         from .classifier import WEIGHTS_NAME, load_classifier
-        from .inception import file_sha256
 
         model = load_classifier(directory, device=device)
-        return cls(model, str(directory), file_sha256(Path(directory) / WEIGHTS_NAME))
+        return cls(model, str(directory), sha256_file(Path(directory) / WEIGHTS_NAME))
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
         # Generated images are evaluated as 8-bit pictures, like the Inception path does.
-        x = to_uint8(x).float() / 127.5 - 1.0
+        x = to_uint8(images).float() / 127.5 - 1.0
         device = next(self.model.parameters()).device
         features = self.model.features(x.to(device))
         logits = self.model.head(features)
@@ -227,10 +219,10 @@ def extract(
     *,
     keep: int = 0,
     keep_logits: bool = False,
-    per_class: int = 0,
+    per_class: bool = False,
 ) -> tuple[FeatureStats, dict[int, FeatureStats]]:
-    """Run `backbone` over `(images, labels or None)` batches; return overall statistics and, with
-    `per_class` > 0 (the number of classes), statistics per label for intra-class FID."""
+    """Run `backbone` over `(images, labels or None)` batches; return overall statistics (keeping `keep` raw
+    features, and the logits with `keep_logits`) and, with `per_class`, statistics per label (intra-class FID)."""
     overall = FeatureStats(keep=keep, keep_logits=keep_logits)
     by_class: dict[int, FeatureStats] = {}
     for images, labels in batches:

@@ -18,15 +18,14 @@ values x in [0, 255]); `scalegan.metrics.features` does the resizing and scaling
 in torch-fidelity (`logits_unbiased`).
 
 Weights are never fetched implicitly: `resolve_weights_path` looks at an explicit path, then
-`$SCALEGAN_INCEPTION_WEIGHTS`, then the cache folder (`$SCALEGAN_CACHE` or `~/.cache/scalegan`).
+`$SCALEGAN_INCEPTION_WEIGHTS`, then the cache folder (`scalegan.utils.cache_dir()`: `$SCALEGAN_CACHE` or
+`~/.cache/scalegan`).
 `download_weights` exists for users with internet access.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +33,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils import cache_dir, download, key_mismatch, sha256_file
+
 __all__ = [
     "FIDInception",
     "KNOWN_WEIGHTS",
     "WeightsInfo",
-    "cache_dir",
     "download_weights",
-    "file_sha256",
     "load_inception",
     "resolve_weights_path",
 ]
 
 ENV_WEIGHTS = "SCALEGAN_INCEPTION_WEIGHTS"
-ENV_CACHE = "SCALEGAN_CACHE"
 
 # The published ports of the TF graph: one checkpoint published under two names (torch hub names end in the
 # first 8 hex digits of the SHA-256). The full digest and size were recorded by users of both files in public
@@ -269,11 +267,6 @@ class WeightsInfo(dict):
     """What a metric card records about the weights: `path`, `sha256`, `known` (published file name or None)."""
 
 
-def cache_dir() -> Path:
-    """`$SCALEGAN_CACHE`, else `~/.cache/scalegan`."""
-    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "scalegan").expanduser()
-
-
 def _missing_message(tried: list[str]) -> str:
     urls = "\n".join(f"  {info['url']}" for info in KNOWN_WEIGHTS.values())
     return (
@@ -306,15 +299,6 @@ def resolve_weights_path(path: str | os.PathLike | None = None) -> Path:
     raise FileNotFoundError(_missing_message(tried))
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def convert_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Map a foreign state dict onto `FIDInception`'s names.
 
@@ -333,16 +317,9 @@ def convert_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     with torch.device("meta"):  # shapes only; no memory, no initialisation
         reference = FIDInception().state_dict()
     expected = {k: tuple(v.shape) for k, v in reference.items() if not k.endswith("num_batches_tracked")}
-    problems = [f"missing {k}" for k in expected if k not in converted]
-    problems += [f"unexpected {k}" for k in converted if k not in expected]
-    problems += [
-        f"{k}: shape {list(converted[k].shape)}, expected {list(shape)}"
-        for k, shape in expected.items()
-        if k in converted and tuple(converted[k].shape) != shape
-    ]
+    problems = key_mismatch({k: tuple(v.shape) for k, v in converted.items()}, expected)
     if problems:
-        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
-        raise ValueError(f"not a TF 2015-12-05 Inception state dict: {shown}")
+        raise ValueError(f"not a TF 2015-12-05 Inception state dict: {problems}")
     return {k: torch.as_tensor(v) for k, v in converted.items()}
 
 
@@ -366,7 +343,7 @@ def load_inception(
     A file named like a published one must have the published SHA-256; any file must have exactly
     the expected tensor names and shapes. Returns `(model, info)` with the path and full SHA-256 for the card."""
     p = resolve_weights_path(path)
-    sha = file_sha256(p)
+    sha = sha256_file(p)
     known = KNOWN_WEIGHTS.get(p.name)
     if known is not None and sha != known["sha256"]:
         raise ValueError(
@@ -411,23 +388,10 @@ def random_inception(seed: int = 0) -> FIDInception:
 
 
 def download_weights(directory: str | os.PathLike | None = None, name: str = DEFAULT_WEIGHTS_NAME) -> Path:
-    """Download a published weights file into `directory` (default: the cache folder) and check its hash
-    SHA-256. Needs internet access; nothing in the test suite calls it."""
+    """Download a published weights file into `directory` (default: the cache folder) and check its SHA-256; a
+    file already there is checked, not fetched again. Needs internet access; nothing in the test suite calls it."""
     if name not in KNOWN_WEIGHTS:
         raise ValueError(f"unknown weights file {name!r}; known: {', '.join(KNOWN_WEIGHTS)}")
     info = KNOWN_WEIGHTS[name]
     directory = Path(directory).expanduser() if directory else cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / name
-    tmp = target.with_name(f".{name}.{os.getpid()}.part")
-    try:
-        with urllib.request.urlopen(info["url"], timeout=60) as response, open(tmp, "wb") as f:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-        sha = file_sha256(tmp)
-        if sha != info["sha256"]:
-            raise ValueError(f"downloaded {info['url']} has SHA-256 {sha}, expected {info['sha256']}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return download(info["url"], directory / name, info["sha256"])

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..sampling import SamplingMixin
+from ..family import Family, register, require_positive
+from ..objectives.biggan import BigGANObjective, draw_z, standing_stats
 from .layers import (
     BatchNorm2d,
     ConditionalBatchNorm2d,
@@ -73,6 +74,8 @@ class BigGANConfig:
     family = "biggan"
 
     def __post_init__(self):
+        require_positive(self, "resolution", "ch", "d_ch", "dim_z", "bn_eps", "sn_eps",
+                         allow_zero=("n_classes", "shared_dim"))
         for name in ("g_attn", "d_attn", "g_mult", "d_mult"):
             object.__setattr__(self, name, tuple(int(r) for r in getattr(self, name)))
         if self.resolution not in G_ARCH:
@@ -161,8 +164,10 @@ class DBlock(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- G and D
-class Generator(SamplingMixin, nn.Module):
-    """BigGAN generator: ``G(z, y) -> images`` in [-1, 1], [N, img_channels, resolution, resolution]."""
+class Generator(nn.Module):
+    """BigGAN generator: ``G(z, y, truncation=None) -> images`` in [-1, 1], [N, img_channels, resolution,
+    resolution]. Truncation acts on z (``scalegan.sample`` draws it), so ``truncation`` is accepted and ignored
+    here: every family's generator has the same signature. The eval-mode forward writes nothing."""
 
     def __init__(self, config: BigGANConfig):
         super().__init__()
@@ -200,7 +205,7 @@ class Generator(SamplingMixin, nn.Module):
         """The shared class embedding of labels [N] or soft labels [N, n_classes]."""
         return embed_classes(y, self.shared.weight)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, truncation: float | None = None) -> torch.Tensor:
         cfg = self.config
         if z.dim() != 2 or z.shape[1] != cfg.dim_z:
             raise ValueError(f"z must be [N, {cfg.dim_z}], got {list(z.shape)}")
@@ -259,3 +264,10 @@ class Discriminator(nn.Module):
                 raise ValueError("this discriminator is class-conditional: pass y (class indices)")
             out = out + (self.embed(y) * h).sum(1)
         return out
+
+
+FAMILY = register(Family(
+    name="biggan", config=BigGANConfig, generator=Generator, discriminator=Discriminator, objective=BigGANObjective,
+    draw_latents=draw_z, truncation_modes=("resample", "scale"), recalibrate=standing_stats,
+    about="BigGAN: residual up/down blocks, shared class embedding, hierarchical z (BigGAN-PyTorch layout)",
+))

@@ -9,14 +9,15 @@ parameters at 128 px, ch 128): the skip adds channels with a 1x1 conv when a blo
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..sampling import SamplingMixin
+from ..family import Family, register, require_positive
+from ..fast import fast_generator
+from ..objectives.biggan import BigGANObjective, draw_z, standing_stats
 from .layers import (
     BatchNorm2d,
     ConditionalBatchNorm2d,
@@ -78,6 +79,8 @@ class BigGANDeepConfig:
     family = "biggan-deep"
 
     def __post_init__(self):
+        require_positive(self, "resolution", "ch", "d_ch", "dim_z", "bn_eps", "sn_eps",
+                         allow_zero=("n_classes", "shared_dim", "rgb_channels"))
         for name in ("g_attn", "d_attn"):
             object.__setattr__(self, name, tuple(int(r) for r in getattr(self, name)))
         if self.resolution not in G_MULT:
@@ -121,14 +124,15 @@ class GBlockDeep(nn.Module):
         self.bn3, self.conv3 = ConditionalBatchNorm2d(mid, **bn), sn_conv(mid, out_ch, 1, sn_eps)
         self.se = SqueezeExcite(out_ch, sn_eps=sn_eps) if se else None
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        h = self.conv0(F.relu(self.bn0(x, c)))
-        h = F.relu(self.bn1(h, c))
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None, *stats) -> torch.Tensor:
+        """``stats``: ``(truncation, interpolation)`` for the BNs (see ``ConditionalBatchNorm2d``)."""
+        h = self.conv0(F.relu(self.bn0(x, c, *stats)))
+        h = F.relu(self.bn1(h, c, *stats))
         if self.upsample:
             h = F.interpolate(h, scale_factor=2, mode="nearest")
         h = self.conv1(h)
-        h = self.conv2(F.relu(self.bn2(h, c)))
-        h = self.conv3(F.relu(self.bn3(h, c)))
+        h = self.conv2(F.relu(self.bn2(h, c, *stats)))
+        h = self.conv3(F.relu(self.bn3(h, c, *stats)))
         if self.se is not None:
             h = self.se(h)
         skip = x[:, : self.out_ch]
@@ -170,8 +174,12 @@ class DBlockDeep(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- G and D
-class GeneratorDeep(SamplingMixin, nn.Module):
-    """BigGAN-deep generator: ``G(z, y) -> images`` in [-1, 1]."""
+class GeneratorDeep(nn.Module):
+    """BigGAN-deep generator: ``G(z, y, truncation=None) -> images`` in [-1, 1].
+
+    In eval mode the forward writes nothing. With truncation-indexed BN statistics (``n_stats > 0``, the
+    converted TF-Hub weights) ``truncation`` selects the rows used for that call (values above 1 use 1; None: the
+    running statistics, which conversion sets to truncation 1); otherwise it is ignored (truncation acts on z)."""
 
     def __init__(self, config: BigGANDeepConfig):
         super().__init__()
@@ -201,72 +209,28 @@ class GeneratorDeep(SamplingMixin, nn.Module):
         for m in self.modules():
             if isinstance(m, SpectralNorm):
                 m.sn_eval = cfg.sn_eval
-        self.truncation: float | None = None  # the truncation whose BN statistics are in running_mean/var
+        # How rows are mixed between grid truncations: "port" (pytorch-pretrained-biggan's formula) or "linear".
         self.stats_interpolation = "port"
 
     def class_embedding(self, y: torch.Tensor) -> torch.Tensor:
         """The class embedding of labels [N] or soft labels [N, n_classes]."""
         return embed_classes(y, self.embeddings.weight.t())
 
-    @torch.no_grad()
-    def set_truncation(self, truncation: float, interpolation: str | None = None) -> None:
-        """Put the BN statistics for ``truncation`` (in (0, 1]; larger values use 1) into running_mean/var.
-
-        Only for ``n_stats > 0``. ``interpolation``: ``"port"`` (default) mixes rows exactly as
-        pytorch-pretrained-biggan does, ``m[i] * f + m[i + 1] * (1 - f)`` with ``f, i = modf(t / step)``: the
-        weights are swapped relative to a linear interpolation, grid values hit their row exactly.
-        ``"linear"`` interpolates correctly between the two nearest rows.
-        """
-        if not self.config.n_stats:
-            raise ValueError("this generator has one set of BN statistics (n_stats=0): nothing to select")
-        if truncation <= 0:
-            raise ValueError(f"truncation must be > 0, got {truncation}")
-        interpolation = interpolation or self.stats_interpolation
-        if interpolation not in ("port", "linear"):
-            raise ValueError(f"interpolation must be 'port' or 'linear', got {interpolation!r}")
-        truncation = min(float(truncation), 1.0)
-        for bn in batch_norms(self):
-            bn.running_mean.copy_(truncation_row(bn.stats_mean, truncation, interpolation))
-            bn.running_var.copy_(truncation_row(bn.stats_var, truncation, interpolation))
-        self.truncation, self.stats_interpolation = truncation, interpolation
-
-    def sample(self, n: int, y=None, truncation: float | None = None, **kwargs):
-        """``SamplingMixin.sample`` that also selects the BN statistics of ``truncation`` (n_stats > 0)."""
-        if self.config.n_stats:
-            self.set_truncation(truncation if truncation is not None else 1.0)
-        return super().sample(n, y=y, truncation=truncation, **kwargs)
-
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, truncation: float | None = None) -> torch.Tensor:
-        """``truncation`` (only with n_stats > 0) selects the BN statistics first; None keeps the current ones."""
         cfg = self.config
         if z.dim() != 2 or z.shape[1] != cfg.dim_z:
             raise ValueError(f"z must be [N, {cfg.dim_z}], got {list(z.shape)}")
-        if truncation is not None and cfg.n_stats and truncation != self.truncation:
-            self.set_truncation(truncation)
         if cfg.n_classes and y is None:
             raise ValueError("this generator is class-conditional: pass y (class indices)")
+        stats = (truncation, self.stats_interpolation) if cfg.n_stats else ()
         cond = torch.cat([z, self.class_embedding(y).to(z.dtype)], 1) if cfg.n_classes else z  # [N, cond_dim]
         h = self.linear(cond).view(z.shape[0], 4, 4, -1).permute(0, 3, 1, 2)  # NHWC seed, as the TF weights
         for k, block in enumerate(self.blocks):
-            h = block(h, cond)
+            h = block(h, cond, *stats)
             if str(k) in self.attention:
                 h = self.attention[str(k)](h)
-        h = self.output_conv(F.relu(self.output_bn(h)))[:, : cfg.img_channels]  # [N, C, H, W]
+        h = self.output_conv(F.relu(self.output_bn(h, *stats)))[:, : cfg.img_channels]  # [N, C, H, W]
         return torch.tanh(h)
-
-
-def truncation_row(stats: torch.Tensor, truncation: float, interpolation: str = "port") -> torch.Tensor:
-    """BN statistics [C] for ``truncation`` in [0, 1] from ``stats`` [n_stats, C] (rows for 0, step, ..., 1)."""
-    step = 1.0 / (stats.shape[0] - 1)
-    if interpolation == "port":
-        coef, start = math.modf(truncation / step)  # double precision, as the port
-        start = int(start)
-        if coef != 0.0:
-            return stats[start] * coef + stats[start + 1] * (1 - coef)
-        return stats[start].clone()
-    position = truncation / step
-    start = min(int(math.floor(position)), stats.shape[0] - 2)
-    return torch.lerp(stats[start], stats[start + 1], position - start)
 
 
 class DiscriminatorDeep(nn.Module):
@@ -303,3 +267,14 @@ class DiscriminatorDeep(nn.Module):
                 raise ValueError("this discriminator is class-conditional: pass y (class indices)")
             out = out + (self.embed(y) * h).sum(1)
         return out
+
+
+# --------------------------------------------------------------------------------------------- the family
+FAMILY = register(Family(
+    name="biggan-deep", config=BigGANDeepConfig, generator=GeneratorDeep, discriminator=DiscriminatorDeep,
+    objective=BigGANObjective, draw_latents=draw_z,
+    # The TF-Hub statistics per truncation were computed for z = truncation * truncnorm(-2, 2).
+    truncation_mode=lambda config: "scale" if config.n_stats else "resample",
+    truncation_modes=("resample", "scale"), fold=fast_generator, recalibrate=standing_stats,
+    about="BigGAN-deep: bottleneck blocks; TF-Hub / pytorch-pretrained-biggan layout",
+))

@@ -9,6 +9,8 @@ iteration always runs in float32, outside autocast.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -167,7 +169,10 @@ class BatchNorm2d(nn.BatchNorm2d):
 
     cross_replica: _GroupRef | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, truncation: float | None = None, interpolation: str = "port") -> torch.Tensor:
+        if not self.training and truncation is not None and hasattr(self, "stats_mean"):
+            mean, var = eval_stats(self, truncation, interpolation)
+            return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
         if self.cross_replica is None or not self.training:
             return super().forward(x)
         self.num_batches_tracked.add_(1)
@@ -224,10 +229,15 @@ class ConditionalBatchNorm2d(nn.Module):
             return 1.0 / float(self.num_batches_tracked.clamp(min=1))
         return self.momentum
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None, truncation: float | None = None,
+                interpolation: str = "port") -> torch.Tensor:
+        """``truncation`` (eval mode, layers with truncation-indexed statistics) picks the statistics used for
+        this call only: nothing is written, so one model serves concurrent calls at different truncations."""
         momentum = self._momentum()
-        out = batch_norm(x, self.running_mean, self.running_var, self.training, momentum, self.eps,
-                         self.cross_replica)
+        mean, var = self.running_mean, self.running_var
+        if not self.training and truncation is not None and hasattr(self, "stats_mean"):
+            mean, var = eval_stats(self, truncation, interpolation)
+        out = batch_norm(x, mean, var, self.training, momentum, self.eps, self.cross_replica)
         if self.mode == "none":
             return out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         if self.mode == "linear":
@@ -295,3 +305,34 @@ def init_weights(module: nn.Module, style: str) -> None:
 def batch_norms(module: nn.Module) -> list[nn.Module]:
     """Every batch-norm layer (conditional or plain) in ``module``."""
     return [m for m in module.modules() if isinstance(m, (ConditionalBatchNorm2d, nn.BatchNorm2d))]
+
+
+def truncation_row(stats: torch.Tensor, truncation: float, interpolation: str = "port") -> torch.Tensor:
+    """BN statistics [C] for ``truncation`` in [0, 1] from ``stats`` [n_stats, C] (rows for 0, step, ..., 1).
+
+    ``"port"`` mixes rows exactly as pytorch-pretrained-biggan does, ``m[i] * f + m[i + 1] * (1 - f)`` with
+    ``f, i = modf(t / step)``: the weights are swapped relative to a linear interpolation, grid values hit their
+    row exactly. ``"linear"`` interpolates correctly between the two nearest rows."""
+    step = 1.0 / (stats.shape[0] - 1)
+    if interpolation == "port":
+        coef, start = math.modf(truncation / step)  # double precision, as the port
+        start = int(start)
+        if coef != 0.0:
+            return stats[start] * coef + stats[start + 1] * (1 - coef)
+        return stats[start].clone()
+    if interpolation != "linear":
+        raise ValueError(f"interpolation must be 'port' or 'linear', got {interpolation!r}")
+    position = truncation / step
+    start = min(int(math.floor(position)), stats.shape[0] - 2)
+    return torch.lerp(stats[start], stats[start + 1], position - start)
+
+
+def eval_stats(bn: nn.Module, truncation: float | None, interpolation: str = "port"):
+    """The (mean, var) a BN layer normalises with in eval mode: its running statistics, or, for layers with
+    truncation-indexed statistics (``stats_mean`` / ``stats_var``), the rows of ``truncation`` (clamped to 1)."""
+    if truncation is None or not hasattr(bn, "stats_mean"):
+        return bn.running_mean, bn.running_var
+    if not truncation > 0:
+        raise ValueError(f"truncation must be > 0, got {truncation}")
+    t = min(float(truncation), 1.0)
+    return truncation_row(bn.stats_mean, t, interpolation), truncation_row(bn.stats_var, t, interpolation)

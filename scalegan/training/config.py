@@ -1,9 +1,20 @@
-"""The training configuration: one dataclass; every field is a ``scalegan train`` flag with its help text."""
+"""The training configuration: generic fields, plus an ``objective`` section that the model's family validates.
+
+Every field (and every field of every registered family's objective config) is a ``scalegan train`` flag with its
+help text."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+
+from ..augment import parse_policy
+from ..family import FAMILIES, get_family
+from ..hardware import choose_channels_last, choose_precision, parse_device
+from ..metrics.eval import parse_metrics
+from ..objectives import make_config
+from ..registry import get_preset
+from ..utils import check_types
 
 PRECISIONS = ("auto", "float32", "bf16", "fp16")
 
@@ -21,13 +32,14 @@ class TrainConfig:
 
     model: str = _f("biggan-fmnist", "model preset name (see `scalegan info --list`)")
     model_overrides: dict = _f({}, "model config fields to change, e.g. {\"ch\": 48}; CLI: --set ch=48")
+    objective: dict = _f({}, "settings of the family's training objective, e.g. {\"n_d_steps\": 1} (BigGAN); CLI: "
+                         "one flag each, listed under 'objective'")
     data: str = _f("fashion-mnist", "dataset: fashion-mnist, mnist, cifar10:DIR, cifar100:DIR, folder:DIR, "
                    "npz:FILE, idx:DIR, or a path (auto-detected)")
     data_root: str | None = _f(None, "directory of the dataset files when --data names a dataset")
     out_dir: str = _f("runs/demo", "run folder: checkpoints, samples, logs")
     iterations: int = _f(2000, "number of G updates")
     batch_size: int = _f(64, "images per D/G batch (per accumulation step)")
-    n_d_steps: int = _f(2, "D updates per G update")
     num_accumulations: int = _f(1, "gradient accumulation steps per D and G update (effective batch = "
                                 "batch_size * num_accumulations)")
     lr_g: float = _f(2e-4, "G learning rate")
@@ -35,9 +47,6 @@ class TrainConfig:
     beta1: float = _f(0.0, "Adam beta1")
     beta2: float = _f(0.999, "Adam beta2")
     adam_eps: float = _f(1e-6, "Adam epsilon")
-    loss: str = _f("hinge", "GAN loss: hinge, or ce (cross-entropy of the original GAN, non-saturating G)")
-    g_ortho: float = _f(0.0, "orthogonal regularization strength for G (BigGAN: 1e-4); 0 = off")
-    d_ortho: float = _f(0.0, "orthogonal regularization strength for D; 0 = off")
     ema: bool = _f(True, "keep an exponential moving average of G (weights and BN buffers)")
     ema_decay: float = _f(0.999, "EMA decay")
     ema_start: int = _f(500, "iteration at which EMA averaging starts (before: a plain copy of G)")
@@ -47,10 +56,6 @@ class TrainConfig:
                            "seen so far, so the average follows G closely early on; 0 = no ramp-up")
     augment: str = _f("", "DiffAugment policy applied to real and fake images before D: comma-separated "
                       "translation, cutout, color; empty = off")
-    lecam: float = _f(0.0, "LeCam regularisation weight for D (Tseng et al. 2021; e.g. 0.3); 0 = off")
-    lecam_decay: float = _f(0.99, "decay of LeCam's moving anchors of D's real and fake outputs")
-    standing_stats: int = _f(0, "before saving the sampling generator, recompute its BN statistics over "
-                             "this many generated batches; 0 = off")
     seed: int = _f(0, "seed for initialisation, data order and noise")
     precision: str = _f("auto", "auto (bf16 where the device computes it natively: CUDA with bf16, CPUs with "
                         "AVX-512-bf16 or AMX; float32 elsewhere), float32, bf16 (autocast), or fp16 (autocast with "
@@ -61,8 +66,6 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile G and D (inductor); the first iterations are slow while it compiles")
     device: str = _f("cpu", "torch device: cpu, cuda, cuda:1, ... (under torchrun, cuda means each process's "
                      "cuda:LOCAL_RANK)")
-    sync_bn: bool = _f(True, "under torchrun: cross-replica batch norm in G (statistics of the global batch, as "
-                       "the BigGAN paper); --no-sync-bn normalises each rank's slice alone")
     num_workers: int = _f(0, "data-loader worker processes for image folders (in-memory datasets need none)")
     log_every: int = _f(50, "iterations between log lines (JSONL + TensorBoard)")
     sample_every: int = _f(500, "iterations between sample grids (samples/iter_NNNNNN.png); 0 = off")
@@ -91,27 +94,39 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        data = dict(data)
-        if "bf16" in data:  # scalegan 0.1.0 configs: a bool before `precision` existed
-            data.setdefault("precision", "bf16" if data.pop("bf16") else "float32")
+        """A config from its dict form; also reads ``train_config.json`` files written before the objective
+        section existed (BigGAN's loss, n_d_steps, ... at the top level)."""
+        data = upgrade(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown training config keys {unknown}; see `scalegan train --help`")
+        check_types(cls, data, "training config")
+        if not isinstance(data.get("model_overrides", {}), dict) or not isinstance(data.get("objective", {}), dict):
+            raise ValueError("model_overrides and objective must be JSON objects")
         return cls(**data)
 
     @classmethod
     def from_preset(cls, model: str, **overrides) -> TrainConfig:
-        """Defaults, then the preset's training values, then ``overrides``."""
-        from ..registry import get_preset
+        """Defaults, then the preset's training values, then ``overrides`` (objective sections merge)."""
+        preset = dict(get_preset(model).get("train", {}))
+        overrides = upgrade(overrides)
+        objective = {**preset.pop("objective", {}), **dict(overrides.pop("objective", None) or {})}
+        return cls.from_dict({"model": model, **preset, **overrides, "objective": objective})
 
-        return cls.from_dict({"model": model, **get_preset(model).get("train", {}), **overrides})
+    @property
+    def family(self):
+        """The model's ``Family``."""
+        return get_family(get_preset(self.model)["family"])
+
+    def objective_config(self):
+        """The objective section as the family's validated config dataclass (defaults filled in)."""
+        family = self.family
+        return make_config(family.objective.Config, self.objective, family.name)
 
     def resolve_hardware(self, device) -> tuple[TrainConfig, dict]:
         """This config with ``precision`` and ``channels_last`` resolved for ``device``, and a record of the
         choices and their reasons (written to train_config.json, the first log line and ``--dry-run``)."""
-        from ..hardware import choose_channels_last, choose_precision
-
         precision = choose_precision(self.precision, device)
         layout = choose_channels_last(self.channels_last, device, precision.value)
         record = {"device": str(device), "precision": precision.value, "precision_reason": precision.reason,
@@ -119,30 +134,48 @@ class TrainConfig:
         return dataclasses.replace(self, precision=precision.value, channels_last=layout.value), record
 
     def validate(self) -> None:
-        from ..losses import LOSSES
-
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
-        for name in ("iterations", "batch_size", "n_d_steps", "num_accumulations"):
+        """Raise ValueError naming the first invalid value (objective settings are checked by the family)."""
+        for name in ("iterations", "batch_size", "num_accumulations", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr_g", "lr_d"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0")
+        for name in ("sample_every", "ckpt_every", "eval_every", "num_workers", "time_budget"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr_g", "lr_d", "adam_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError("beta1 and beta2 must be in [0, 1)")
         if not 0 <= self.ema_decay < 1:
             raise ValueError("ema_decay must be in [0, 1)")
-        if self.ema_halflife_kimg < 0 or self.ema_rampup < 0:
-            raise ValueError("ema_halflife_kimg and ema_rampup must be >= 0")
-        if self.lecam < 0 or not 0 <= self.lecam_decay < 1:
-            raise ValueError("lecam must be >= 0 and lecam_decay in [0, 1)")
-        from ..augment import parse_policy
-
+        if self.ema_halflife_kimg < 0 or self.ema_rampup < 0 or self.ema_start < 0:
+            raise ValueError("ema_halflife_kimg, ema_rampup and ema_start must be >= 0")
+        if self.sample_truncation is not None and not self.sample_truncation > 0:
+            raise ValueError(f"sample_truncation must be > 0, got {self.sample_truncation}")
         parse_policy(self.augment)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.eval_every < 0 or self.eval_n < 2:
-            raise ValueError("eval_every must be >= 0 and eval_n >= 2")
+        if self.eval_n < 2:
+            raise ValueError("eval_n must be >= 2")
         if self.eval_every:
-            from ..metrics.eval import parse_metrics
-
             parse_metrics(self.eval_metrics)
+        parse_device(self.device)
+        self.objective_config()
+
+
+def upgrade(data: dict) -> dict:
+    """A config dict in today's form: files written before the objective section existed kept BigGAN's loss,
+    n_d_steps, ... at the top level (and 0.1.0's first files a ``bf16`` bool instead of ``precision``)."""
+    data = dict(data)
+    if "bf16" in data:
+        data.setdefault("precision", "bf16" if data.pop("bf16") else "float32")
+    generic = {f.name for f in dataclasses.fields(TrainConfig)}
+    legacy = {k for k in data if k not in generic and k in objective_keys()}
+    if legacy:
+        data["objective"] = {**{k: data.pop(k) for k in legacy}, **dict(data.get("objective") or {})}
+    return data
+
+
+def objective_keys() -> set[str]:
+    """Every objective setting of every registered family (the flags ``scalegan train`` adds for them)."""
+    return {f.name for family in FAMILIES.values() for f in dataclasses.fields(family.objective.Config)}

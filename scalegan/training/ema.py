@@ -1,4 +1,4 @@
-"""Exponential moving average of G, buffers included (BigGAN-PyTorch semantics)."""
+"""Exponential moving average of G, buffers included (BigGAN-PyTorch semantics), and its one schedule."""
 
 from __future__ import annotations
 
@@ -7,23 +7,29 @@ from torch import nn
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int = 0, start: int = 0) -> None:
-    """``ema = decay * ema + (1 - decay) * model`` for every floating parameter and buffer; before ``start``
-    (and for integer buffers) a plain copy, so the average starts from a trained G rather than the init."""
-    d = decay if step >= start else 0.0
+def ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    """``ema = beta * ema + (1 - beta) * model`` for every floating parameter and buffer; with ``beta == 0`` (and
+    for integer buffers) a plain copy."""
     model_state = model.state_dict()
     for name, e in ema.state_dict().items():
         m = model_state[name]
-        if e.is_floating_point() and d > 0:
-            e.lerp_(m.to(e.dtype), 1 - d)
+        if e.is_floating_point() and beta > 0:
+            e.lerp_(m.to(e.dtype), 1 - beta)
         else:
             e.copy_(m)
 
 
-def ema_beta(images_seen: int, batch_images: int, halflife_kimg: float, rampup: float) -> float:
-    """The stylegan2-ada EMA decay for one update of ``batch_images``: the average halves its weight on old
-    values every ``halflife_kimg`` thousand images, or every ``rampup * images_seen`` while that is smaller."""
-    halflife = halflife_kimg * 1000
-    if rampup:
-        halflife = min(halflife, images_seen * rampup)
-    return 0.5 ** (batch_images / max(halflife, 1e-8))
+def ema_beta(step: int, batch_images: int, *, decay: float = 0.999, start: int = 0, halflife_kimg: float = 0.0,
+             rampup: float = 0.0) -> float:
+    """The EMA weight of the old average after update ``step`` (1-based) of ``batch_images`` images each.
+
+    With ``halflife_kimg`` (the stylegan2-ada form): the average halves its weight on old values every
+    ``halflife_kimg`` thousand images, or every ``rampup * images_seen`` while that is smaller. Otherwise
+    (BigGAN-PyTorch): ``decay`` from update ``start`` on, and 0 (a plain copy, so the average starts from a trained
+    G rather than the init) before it."""
+    if halflife_kimg:
+        halflife = halflife_kimg * 1000
+        if rampup:
+            halflife = min(halflife, step * batch_images * rampup)
+        return 0.5 ** (batch_images / max(halflife, 1e-8))
+    return decay if step >= start else 0.0

@@ -1,0 +1,62 @@
+"""The ``scalegan`` command: ``train``, ``sample``, ``info``, ``convert``, ``eval``, ``train-classifier``.
+
+Shared options (device, generator source, sampling, reference set, outputs) come from ``cli/options.py``, so a
+flag name means one thing in every subcommand (README: "Flags"). Bad input is one error line, exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+import torch
+
+from ..utils import __version__
+from . import convert, eval, info, sample, train
+from .options import parse_overrides
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``scalegan CMD: error: ...`` and a pointer to --help, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="scalegan", description="Class-conditional GANs (BigGAN, BigGAN-deep): train, sample, "
+                     "evaluate, convert, inspect.")
+    parser.add_argument("--version", action="version", version=f"scalegan {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    train.add_parser(sub)
+    sample.add_parser(sub)
+    info.add_parser(sub)
+    convert.add_parser(sub)
+    eval.add_eval_parser(sub)
+    eval.add_train_classifier_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns its exit status (2 for bad input, with one line on stderr)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version and argument errors
+        return int(e.code or 0)
+
+    def one_line(message, category, filename, lineno, file=None, line=None):  # warnings read as messages
+        print(f"scalegan {args.command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = one_line
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, NotImplementedError) as e:
+        # Bad input: one clear line instead of a traceback (WeightsError and DatasetError are ValueErrors).
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"scalegan {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["build_parser", "main", "parse_overrides"]

@@ -1,0 +1,129 @@
+"""``scalegan train``: every flag is generated from ``TrainConfig`` and from the objective configs of the registered
+families, so the help text, the config file keys and ``RUN/train_config.json`` always agree."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+
+from ..family import FAMILIES
+from ..registry import model_config
+from ..training import TrainConfig, train
+from ..training.loop import open_training_data
+from .options import any_float, any_int, parse_overrides, positive_int
+
+_SKIP = {"model_overrides", "objective"}  # given as --set KEY=VALUE and as the objective flags
+
+
+def _concrete(cls, f: dataclasses.Field):
+    """The flag type of a dataclass field (``float | None`` -> float)."""
+    t = typing.get_type_hints(cls)[f.name]
+    if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
+        t = next(a for a in typing.get_args(t) if a is not type(None))
+    return t
+
+
+def _add_field(group, cls, f: dataclasses.Field, dest: str) -> None:
+    t, help_text = _concrete(cls, f), f.metadata.get("help", "")
+    flag = "--" + f.name.replace("_", "-")
+    if t is bool:
+        default = "auto" if f.default is None else f.default
+        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"{help_text} (default: {default})")
+        return
+    choices = f.metadata.get("choices")
+    kind = {int: any_int, float: any_float}.get(t, t)
+    group.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, choices=choices,
+                       metavar="{" + ",".join(choices) + "}" if choices else t.__name__.upper(),
+                       help=f"{help_text} (default: {f.default})")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a GAN", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a model preset on a dataset. Values resolve as: TrainConfig defaults < the preset's "
+                    "training values < --config FILE < flags. The resolved config is written to "
+                    "RUN/train_config.json.")
+    p.add_argument("--config", metavar="FILE", help="JSON file of training config keys (the flag names with "
+                   "underscores, e.g. {\"model\": \"biggan-32\", \"lr_g\": 0.0002, \"model_overrides\": {\"ch\": 48}, "
+                   "\"objective\": {\"n_d_steps\": 1}}), or a RUN/train_config.json")
+    p.add_argument("--set", dest="set_", action="append", metavar="KEY=VALUE", default=None,
+                   help="change a model config field (repeatable), e.g. --set ch=48 --set g_attn=[16]")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit without training")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in _SKIP:
+            _add_field(p, TrainConfig, f, f.name)
+    group = p.add_argument_group("objective", "settings of the model family's training objective (stored in the "
+                                 "config's objective section; a setting of another family is an error)")
+    seen = set()
+    for family in FAMILIES.values():
+        for f in dataclasses.fields(family.objective.Config):
+            if f.name not in seen:
+                seen.add(f.name)
+                _add_field(group, family.objective.Config, f, "objective." + f.name)
+    p.set_defaults(func=run)
+
+
+def _config_file(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--config {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of training config keys")
+    data.pop("scalegan_version", None)
+    if isinstance(data.get("train"), dict):  # a RUN/train_config.json
+        data = data["train"]
+    return data
+
+
+def resolve(args) -> TrainConfig:
+    """TrainConfig from defaults, the preset, ``--config`` and the flags given on the command line."""
+    from_file = _config_file(args.config) if args.config else {}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    flags = {k: v for k, v in vars(args).items() if k in names}
+    objective_flags = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("objective.")}
+    merged = {**from_file, **flags}
+    merged["objective"] = {**dict(from_file.get("objective") or {}), **objective_flags}
+    overrides = {**dict(merged.pop("model_overrides", None) or {}), **parse_overrides(args.set_)}
+    model = merged.pop("model", TrainConfig().model)
+    if not isinstance(model, str):
+        raise ValueError(f"model must be a preset name, got {model!r}")
+    return TrainConfig.from_preset(model, **merged, model_overrides=overrides)
+
+
+def dry_run(cfg: TrainConfig) -> dict:
+    """What a run would use: the generic config and the objective section (both resolved), the hardware, the model
+    and the dataset (or why the dataset cannot be opened)."""
+    resolved, hardware = cfg.resolve_hardware(cfg.device)
+    report = {"train": resolved.to_dict(), "objective": dataclasses.asdict(cfg.objective_config()),
+              "family": cfg.family.name, "hardware": hardware}
+    try:
+        dataset, mcfg = open_training_data(cfg)
+        report["model"], report["dataset"] = mcfg.to_dict(), dataset.describe()
+    except (ValueError, OSError) as e:  # a dry run reports what a real run would fail on
+        report["model"] = model_config(cfg.model, **cfg.model_overrides).to_dict()
+        report["dataset_error"] = str(e)
+    return report
+
+
+def run(args) -> int:
+    cfg = resolve(args)
+    cfg.validate()
+    model_config(cfg.model, **cfg.model_overrides)  # --set errors before any data is read
+    if args.dry_run:
+        print(json.dumps(dry_run(cfg), indent=2, default=str))
+        return 0
+    summary = train(cfg)
+    if "checkpoint" not in summary:  # ranks other than 0 of a distributed run write nothing
+        return 0
+    print(f"trained to step {summary['step']} in {summary['wall_seconds']:.0f} s "
+          f"({summary['s_per_it']:.2f} s/it); samples: {summary['final_grid']}; weights: {summary['checkpoint']}",
+          file=sys.stderr)
+    return 0
