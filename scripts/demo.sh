@@ -14,7 +14,7 @@ if [ -f "$RUN/checkpoints/latest" ]; then RESUME=(--resume); fi
 .venv/bin/scalegan train --model biggan-fmnist --data fashion-mnist --out-dir "$RUN" "${RESUME[@]}" "$@"
 
 # Sampling from the trained run: a truncated class grid and a class-to-class interpolation GIF.
-.venv/bin/scalegan sample "$RUN" --per-class 10 --truncation 1.0 --seed 1 --out "$RUN/samples/truncated.png"
-.venv/bin/scalegan sample "$RUN" --interp class --rows 8 --steps 12 --out "$RUN/samples/interp_class.png" \
+.venv/bin/scalegan sample "$RUN" --per-class 10 --truncation 1.0 --seed 1 --grid "$RUN/samples/truncated.png"
+.venv/bin/scalegan sample "$RUN" --interp class --rows 8 --steps 12 --grid "$RUN/samples/interp_class.png" \
     --gif "$RUN/samples/interp_class.gif"
 echo "done: $RUN/samples/final.png (class grid), $RUN/samples/truncated.png, $RUN/samples/interp_class.gif"

@@ -25,6 +25,7 @@ from .layers import (
     SqueezeExcite,
     embed_classes,
     init_weights,
+    projection_logits,
     sn_conv,
 )
 
@@ -257,13 +258,7 @@ class Discriminator(nn.Module):
             h = block(h)
             if str(i) in self.attention:
                 h = self.attention[str(i)](h)
-        h = F.relu(h).sum((2, 3))  # [N, C]: global sum pooling
-        out = self.linear(h).squeeze(1)  # [N]
-        if self.embed is not None:
-            if y is None:
-                raise ValueError("this discriminator is class-conditional: pass y (class indices)")
-            out = out + (self.embed(y) * h).sum(1)
-        return out
+        return projection_logits(h, self.linear, self.embed, y)
 
 
 FAMILY = register(Family(

@@ -29,6 +29,7 @@ from .layers import (
     batch_norms,
     embed_classes,
     init_weights,
+    projection_logits,
     sn_conv,
 )
 
@@ -260,13 +261,7 @@ class DiscriminatorDeep(nn.Module):
             h = block(h)
             if str(k) in self.attention:
                 h = self.attention[str(k)](h)
-        h = F.relu(h).sum((2, 3))  # [N, C]
-        out = self.linear(h).squeeze(1)
-        if self.embed is not None:
-            if y is None:
-                raise ValueError("this discriminator is class-conditional: pass y (class indices)")
-            out = out + (self.embed(y) * h).sum(1)
-        return out
+        return projection_logits(h, self.linear, self.embed, y)
 
 
 # --------------------------------------------------------------------------------------------- the family

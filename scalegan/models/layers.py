@@ -287,6 +287,19 @@ class SqueezeExcite(nn.Module):
         return x * s[:, :, None, None]
 
 
+def projection_logits(h: torch.Tensor, linear: nn.Module, embed: nn.Module | None,
+                      y: torch.Tensor | None) -> torch.Tensor:
+    """The projection discriminator's logits [N] from its last features [N, C, H, W]: global sum pooling of
+    ``relu(h)``, a linear output, plus the inner product of the pooled features with the class embedding."""
+    h = F.relu(h).sum((2, 3))  # [N, C]
+    out = linear(h).squeeze(1)  # [N]
+    if embed is not None:
+        if y is None:
+            raise ValueError("this discriminator is class-conditional: pass y (class indices)")
+        out = out + (embed(y) * h).sum(1)
+    return out
+
+
 def init_weights(module: nn.Module, style: str) -> None:
     """BigGAN init: orthogonal (ImageNet scripts) or N(0, 0.02) (CIFAR script) for conv/linear/embedding weights.
 
