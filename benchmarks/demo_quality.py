@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--run", help="run directory loadable by scalegan.load (omit: classifier only)")
     parser.add_argument("--n-per-class", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=250, help="samples per G.sample call")
+    parser.add_argument("--batch-size", type=int, default=250,
+                        help="images generated and classified per batch (does not change the result)")
     parser.add_argument("--truncation", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fd-n", type=int, default=10_000, help="generated images for FD (0 = skip FD)")
@@ -135,9 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run = Path(args.run)
     log(f"loading generator from {run}")
-    G = scalegan.load(run)
-    if hasattr(G, "to"):
-        G = G.to(args.device)
+    G, _ = scalegan.load(run, device=args.device)
     start = time.perf_counter()
     result = class_consistency(
         G,

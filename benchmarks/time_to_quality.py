@@ -29,12 +29,13 @@ from pathlib import Path
 import torch
 from common import emit, log, machine
 
+from scalegan import load
 from scalegan.cli import parse_overrides
 from scalegan.data import open_dataset
+from scalegan.family import get_family
 from scalegan.hardware import describe_cpu
-from scalegan.metrics.eval import _as_reference, evaluate_generator, make_backbone
+from scalegan.metrics.eval import as_reference, evaluate_generator, make_backbone
 from scalegan.training import TrainConfig, train
-from scalegan.weights import load
 
 
 def ensure_classifier(directory: Path, device: str) -> None:
@@ -49,6 +50,8 @@ def ensure_classifier(directory: Path, device: str) -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    if args.standing_stats and TrainConfig(model=args.model).family.recalibrate is None:
+        raise SystemExit(f"--standing-stats: {args.model}'s model family has no standing statistics")
     out = Path(args.out or f"benchmarks/results/ttq/{args.label}_seed{args.seed}")
     if out.exists():
         shutil.rmtree(out)
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     classifier_dir = Path(args.classifier_dir)
     ensure_classifier(classifier_dir, args.device)
     backbone = make_backbone(f"classifier:{classifier_dir}", device=args.device)
-    reference = _as_reference(open_dataset("fashion-mnist", split="train"), backbone, ["fid", "acc"], None, 100,
+    reference = as_reference(open_dataset("fashion-mnist", split="train"), backbone, ["fid", "acc"], None, 100,
                               cache=True)
     train_keys = parse_overrides(args.train)
     records, started = [], time.perf_counter()
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         summary = train(cfg)
         hardware = json.loads((out / "run" / "train_config.json").read_text())["hardware"]
         t0 = time.perf_counter()
-        G = load(out / "run", device=args.device)
+        G, _ = load(out / "run", device=args.device)
         result = evaluate_generator(G, reference, ["fid", "acc"], args.eval_n, backbone=backbone, seed=123)
         record = {"bench": "time_to_quality", "label": args.label, "seed": args.seed, "model": args.model,
                   "train": train_keys, "set": parse_overrides(args.set),
@@ -80,9 +83,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                   "channels_last": hardware["channels_last"], "cpu_kind": describe_cpu(),
                   "machine": machine(args.device), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
         if args.standing_stats:  # the same G with BN statistics recomputed over generated batches
-            from scalegan.sampling import standing_stats
-
-            standing_stats(G, args.standing_stats, 64, seed=args.seed)
+            get_family(G).recalibrate(G, args.standing_stats, 64, seed=args.seed)
             result = evaluate_generator(G, reference, ["fid", "acc"], args.eval_n, backbone=backbone, seed=123)
             record.update(class_consistency_standing=result["metrics"]["class_accuracy"],
                           fd_standing=result["metrics"]["fd"])

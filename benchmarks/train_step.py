@@ -10,9 +10,10 @@ steps + 1 G step. The first iteration (two with compile) is a warm-up and is not
 
 Modes: `fp32` (the reference path), `bf16` (bf16 autocast + channels_last: the CPU fast path), `bf16-compile`
 (the same plus torch.compile), `fp32-compile`. FLOPs per iteration are counted once with
-`torch.utils.flop_counter` over the loop's own `discriminator_step` / `generator_step` (convolutions, matmuls,
-attention; forward and backward). Two peaks are timed in the same run: a 4096^3 matmul and the model's largest
-convolution (256 -> 256 channels, 3x3, 32x32). Prints one JSON line for the peaks and one per mode.
+`torch.utils.flop_counter` over the loop's own `phase_step`, running every phase of a `BigGANObjective` (hinge
+loss, no regularisers; convolutions, matmuls, attention; forward and backward). Two peaks are timed in the same
+run: a 4096^3 matmul and the model's largest convolution (256 -> 256 channels, 3x3, 32x32). Prints one JSON line
+for the peaks and one per mode.
 
 bf16 modes (and bf16 peaks) run only where the device computes bf16 natively (`scalegan.hardware`): on an
 AVX2-only CPU oneDNN emulates bf16 ~50x slower than float32, so they are skipped with a JSON line saying why
@@ -36,12 +37,13 @@ from common import bf16_skipped, emit, log, machine
 from torch.utils.flop_counter import FlopCounterMode
 
 from scalegan.hardware import bf16_supported, describe_cpu
-from scalegan.losses import LOSSES
 from scalegan.models import build_discriminator, build_generator
+from scalegan.objectives import Context, Nets
+from scalegan.objectives.biggan import BigGANObjective, BigGANObjectiveConfig
 from scalegan.registry import model_config
 from scalegan.training import train
 from scalegan.training.config import TrainConfig
-from scalegan.training.loop import PowerIterationPerStep, discriminator_step, generator_step
+from scalegan.training.loop import phase_step
 
 
 def synthetic_dataset(path: Path, n: int, resolution: int, channels: int, classes: int) -> Path:
@@ -79,26 +81,39 @@ def conv_peak(dtype: torch.dtype, reps: int = 5) -> float:
     return 2 * 9 * 256 * 256 * 32 * 32 * 50 / best / 1e9
 
 
+class RandomBatches:
+    """The ``Draw`` the loop's phases take (see ``scalegan.training.loop.Batches``), from random tensors: the same
+    real images every time, fresh noise and labels at each draw."""
+
+    def __init__(self, mcfg, batch_size: int):
+        self.mcfg, self.batch_size = mcfg, batch_size
+        self.x = torch.rand(batch_size, mcfg.img_channels, mcfg.resolution, mcfg.resolution) * 2 - 1
+
+    def labels(self):
+        return torch.randint(0, self.mcfg.n_classes, (self.batch_size,)) if self.mcfg.n_classes else None
+
+    def real(self):
+        return self.x, self.labels()
+
+    def noise(self):
+        return torch.randn(self.batch_size, self.mcfg.dim_z), self.labels()
+
+
 def flops_per_iteration(args, mcfg) -> int:
-    """FLOPs of one iteration (n_d_steps D updates + one G update), counted on the loop's own step functions."""
+    """FLOPs of one iteration (n_d_steps D updates + one G update), counted on the loop's own code path: every
+    phase of a BigGANObjective (hinge loss, no regularisers, one micro-batch) through ``phase_step``."""
     torch.manual_seed(0)
     G, D = build_generator(mcfg), build_discriminator(mcfg)
-    opt_G, opt_D = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+    optimizers = {"G": torch.optim.Adam(G.parameters()), "D": torch.optim.Adam(D.parameters())}
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    d_loss, g_loss = LOSSES["hinge"]
-    bs = args.batch_size
-
-    def noise():
-        return torch.randn(bs, mcfg.dim_z), torch.randint(0, mcfg.n_classes, (bs,))
-
-    x = torch.rand(bs, mcfg.img_channels, mcfg.resolution, mcfg.resolution) * 2 - 1
-    sn = PowerIterationPerStep(G, D, enabled=False)
+    ctx = Context(torch.device("cpu"), contextlib.nullcontext, None, 1, args.batch_size, 0)
+    objective = BigGANObjective(BigGANObjectiveConfig(loss="hinge", n_d_steps=args.n_d_steps),
+                                Nets(G, D, G, D, D), ctx)
+    batches = RandomBatches(mcfg, args.batch_size)
     with FlopCounterMode(display=False) as counter:
-        for _ in range(args.n_d_steps):
-            discriminator_step(D, G, [(x, noise()[1], *noise())], d_loss, opt_D, scaler, contextlib.nullcontext, sn,
-                               mcfg.n_classes)
-        D.requires_grad_(False)
-        generator_step(G, D, [noise()], g_loss, opt_G, scaler, contextlib.nullcontext, sn)
+        for phase in objective.phases:  # as the loop's iteration: D (n_d_steps times), then G
+            for _ in range(phase.repeat):
+                phase_step(objective, phase, optimizers[phase.network], scaler, 1, batches)
     return counter.get_total_flops()
 
 

@@ -14,7 +14,7 @@ import scalegan
 from scalegan.family import FAMILIES, Family, get_family, register
 from scalegan.latents import sample_z
 from scalegan.objectives import Objective
-from scalegan.registry import list_models, model_config
+from scalegan.registry import list_models
 from scalegan.sampling import sample
 from scalegan.training import TrainConfig, train
 from scalegan.utils import to_hwc

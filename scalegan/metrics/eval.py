@@ -328,7 +328,8 @@ def _progress(batches, n: int, batch_size: int, what: str, progress: bool):
 # Generated images
 
 
-def _as_reference(ref: Any, backbone: Any, metrics: list[str], ref_n: int | None, batch_size: int, cache: bool):
+def as_reference(ref: Any, backbone: Any, metrics: list[str], ref_n: int | None, batch_size: int, cache: bool):
+    """``ref`` as ``ReferenceStats``: passed through, or the (cached) statistics of a dataset."""
     if isinstance(ref, ReferenceStats):
         return ref
     return reference_stats(
@@ -376,7 +377,7 @@ def evaluate_generator(
     backbone = backbone or make_backbone("inception", inception_weights=inception_weights, resizer=resizer)
     classifier = _check_generator_metrics(G, names, backbone, classifier)
     started = time.time()
-    reference = _as_reference(ref, backbone, names, ref_n, batch_size, cache)
+    reference = as_reference(ref, backbone, names, ref_n, batch_size, cache)
     accuracy = ClassAccuracy(classifier, G.config.n_classes) if classifier is not None else None
     batches = generated_batches(G, n, seed=seed, truncation=truncation, truncation_mode=truncation_mode,
                                 batch_size=batch_size)

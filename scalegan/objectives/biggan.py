@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..latents import class_labels, sample_z
+from ..latents import sample_z
 from ..losses import LOSSES
 from ..models.layers import SpectralNorm, batch_norms, set_cross_replica_bn
 from ..regularizers import LeCam, class_embeddings, orthogonal_penalty
+from ..sampling import draw
 from . import Context, Draw, Nets, Objective, Phase
 
 
@@ -164,11 +165,9 @@ def standing_stats(G: nn.Module, n_batches: int = 16, batch_size: int = 64, seed
         bn.training = True  # this BN only: its SN gain/bias layers stay in eval mode
     generator = torch.Generator().manual_seed(seed)
     device = next(G.parameters()).device
-    cfg = G.config
-    for _ in range(n_batches):
-        z = sample_z(batch_size, cfg.dim_z, truncation, generator=generator).to(device)
-        y = class_labels(batch_size, None, cfg.n_classes, generator)
-        G(z, y.to(device) if y is not None else None)
+    for _ in range(n_batches):  # latents as scalegan.sample draws them (the model's truncation mode)
+        z, y = draw(G, batch_size, None, truncation, generator)
+        G(z.to(device), y.to(device) if y is not None else None)
     for bn, momentum in zip(bns, saved):
         bn.momentum = momentum
     G.eval()

@@ -29,8 +29,7 @@ from tqdm import tqdm
 
 from ..augment import diff_augment, parse_policy
 from ..data import open_dataset
-from ..metrics.eval import _as_reference as as_reference  # noqa: PLC2701 (made public with the metrics clean-up)
-from ..metrics.eval import evaluate_generator, make_backbone, parse_metrics
+from ..metrics.eval import as_reference, evaluate_generator, make_backbone, parse_metrics
 from ..objectives import Context, Nets, Phase, lazy_ratio
 from ..registry import model_config
 from ..sampling import draw, make_grid, save_image
