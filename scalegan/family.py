@@ -81,4 +81,4 @@ def require_positive(config, *names: str, allow_zero: tuple[str, ...] = ()) -> N
         value = getattr(config, name)
         if value < 0 or (value == 0 and name not in allow_zero):
             bound = ">= 0" if name in allow_zero else "> 0"
-            raise ValueError(f"{type(config).__name__} field {name} must be {bound}, got {value}")
+            raise ValueError(f"{config.family} config field {name} must be {bound}, got {value}")

@@ -160,6 +160,10 @@ def parse_device(text: str | torch.device) -> torch.device:
                              f"{'built without CUDA' if torch.version.cuda is None else 'no GPU found'}): use cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type not in ("cpu", "mps", "xpu"):
+    elif device.type in ("mps", "xpu"):
+        backend = getattr(torch.backends, "mps", None) if device.type == "mps" else getattr(torch, "xpu", None)
+        if backend is None or not backend.is_available():
+            raise ValueError(f"device {text!r}: {device.type.upper()} is not available here: use cpu")
+    elif device.type != "cpu":
         raise ValueError(f"device {text!r} is not supported: use cpu or cuda")
     return device

@@ -7,6 +7,7 @@ import contextlib
 import difflib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -145,7 +146,7 @@ def _fits(value, hint) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # no NaN
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if origin is tuple:
         return isinstance(value, (tuple, list)) and all(_fits(v, args[0]) for v in value)
     if hint in (str, dict, list):
@@ -154,7 +155,8 @@ def _fits(value, hint) -> bool:
 
 
 def _type_name(hint) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    name = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    return "a finite float" if hint is float else name
 
 
 # --------------------------------------------------------------------------------------------- images

@@ -1,7 +1,8 @@
 """The ``scalegan`` command: ``train``, ``sample``, ``info``, ``convert``, ``eval``, ``train-classifier``.
 
 Shared options (device, generator source, sampling, reference set, outputs) come from ``cli/options.py``, so a
-flag name means one thing in every subcommand (README: "Flags"). Bad input is one error line, exit status 2."""
+flag name means one thing in every subcommand (README: "Command-line flags"). Bad input is one error line, exit
+status 2."""
 
 from __future__ import annotations
 
@@ -52,9 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, NotImplementedError) as e:
-        # Bad input: one clear line instead of a traceback (WeightsError and DatasetError are ValueErrors).
+    except (ValueError, KeyError, OSError, NotImplementedError) as e:
+        # Bad input (a value, a path that cannot be read or written): one clear line instead of a traceback
+        # (WeightsError and DatasetError are ValueErrors).
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        if isinstance(e, OSError) and e.filename and e.strerror:
+            message = f"{e.filename}: {e.strerror}"
         print(f"scalegan {args.command}: error: {message}", file=sys.stderr)
         return 2
 

@@ -10,12 +10,13 @@ import torch
 from .. import pretrained
 from ..convert import FORMATS, convert, detect_format, save_converted
 from ..sampling import sample
-from .options import add_device, positive_float
+from .options import HelpFormatter, add_device, add_weights, positive_float
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "convert", help="convert pytorch-pretrained-biggan / BigGAN-PyTorch weights to scalegan weights",
+        formatter_class=HelpFormatter,
         description="Convert a foreign BigGAN checkpoint into a scalegan weights folder (model.safetensors + "
                     "config.json). SRC: a pytorch-pretrained-biggan folder (pytorch_model.bin + config.json: "
                     "biggan-deep-128/256/512) or a BigGAN-PyTorch G_ema.pth / G.pth (or the folder holding it). "
@@ -25,8 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("out", nargs="?", help="output weights folder (default: the cache folder of --name, if given)")
     p.add_argument("--source-format", choices=["auto", *FORMATS], default="auto",
                    help="format of SRC (default: detected from the files)")
-    p.add_argument("--weights", choices=["G_ema", "G"], default="G_ema",
-                   help="which generator of a BigGAN-PyTorch folder (G_ema falls back to G.pth)")
+    add_weights(p)  # as in sample and eval: model and G_ema take G_ema.pth (G.pth when there is none), G G.pth
     p.add_argument("--bn-eps", type=positive_float, default=1e-5, help="BigGAN-PyTorch: BN eps (1e-5 in its scripts)")
     p.add_argument("--sn-eps", type=positive_float, default=1e-6,
                    help="BigGAN-PyTorch: SN eps (1e-6 in its ImageNet scripts)")
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     options = {}
     if (fmt or detect_format(args.src)) == "biggan-pytorch":
         options = dict(bn_eps=args.bn_eps, sn_eps=args.sn_eps)
-    G, info = convert(args.src, format=fmt, weights=args.weights, **options)
+    G, info = convert(args.src, format=fmt, weights="G" if args.weights == "G" else "G_ema", **options)
     _check(G, args.device)
     save_converted(G, info, out, source=args.src, format=fmt)
     cfg = G.config

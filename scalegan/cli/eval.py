@@ -20,10 +20,13 @@ from ..metrics.eval import ALL_METRICS, DEFAULT_METRICS, evaluate_generator, eva
 from ..metrics.resize import DEFAULT_RESIZER, RESIZERS
 from ..utils import write_json
 from .options import (
-    add_data_root,
+    HelpFormatter,
+    add_data,
     add_device,
+    add_out_dir,
     add_reference,
     add_sampling,
+    add_weights,
     any_int,
     positive_float,
     positive_int,
@@ -33,7 +36,7 @@ from .options import (
 def add_eval_parser(sub) -> None:
     p = sub.add_parser(
         "eval", help="measure FID, IS, KID, precision/recall of a generator or between two image sets",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="With one SOURCE (any generator source): sample --n images and compare them with --ref DATASET. "
         "With two (folders of images or .npz files with x), compare SOURCE with SOURCE_B; images are decoded as "
         "training decodes them. Prints JSON: the metrics and a metric card saying how they were measured. The "
@@ -43,8 +46,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("source", help="a generator source (run / checkpoint / weights folder, pretrained name), or an "
                    "image set (folder or .npz)")
     p.add_argument("source_b", nargs="?", help="a second image set: compare SOURCE with it (no generator)")
-    p.add_argument("--weights", choices=["model", "G", "G_ema"], default="model",
-                   help="which generator of a training checkpoint (model = the EMA one when trained with EMA)")
+    add_weights(p)
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                    help=f"comma-separated, from {', '.join(ALL_METRICS)} (pr = precision/recall, dc = "
                    "density/coverage, ifid = intra-class FID, acc = class accuracy with --classifier)")
@@ -57,15 +59,15 @@ def add_eval_parser(sub) -> None:
                    "torch-fidelity/TF (tf1-bilinear), pytorch-fid (torch-bilinear) or clean-fid (pil-bicubic)")
     p.add_argument("--classifier", metavar="DIR", help="domain classifier for --metrics acc (default: the "
                    "classifier backbone when --backbone classifier:DIR)")
-    p.add_argument("--is-splits", type=positive_int, default=10)
-    p.add_argument("--kid-subsets", type=positive_int, default=100)
-    p.add_argument("--kid-subset-size", type=positive_int, default=1000)
+    p.add_argument("--is-splits", type=positive_int, default=10, help="Inception Score: splits of the images")
+    p.add_argument("--kid-subsets", type=positive_int, default=100, help="KID: number of random subsets")
+    p.add_argument("--kid-subset-size", type=positive_int, default=1000, help="KID: images per subset")
     p.add_argument("--fid-method", default="sqrtm", choices=["sqrtm", "eig"],
                    help="matrix square root: scipy sqrtm (reference) or symmetric eigendecomposition (faster)")
     p.add_argument("--no-cache", action="store_true", help="recompute the reference statistics")
     p.add_argument("--report", metavar="FILE", help="also write the JSON result to FILE")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
-                   help="channels_last memory format for the feature network (faster on CPU)")
+                   help="channels_last memory format for the feature network (faster on CPU; off by default)")
     add_device(p)
     p.set_defaults(func=run_eval)
 
@@ -105,21 +107,20 @@ def _evaluate_generator(args, metrics: list[str], common: dict) -> dict:
 def add_train_classifier_parser(sub) -> None:
     p = sub.add_parser(
         "train-classifier", help="train the small domain classifier (for FD features and class accuracy)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Train scalegan's small CNN classifier on a labelled dataset and save it (model.safetensors + "
         "config.json) to --out-dir. Use it with `scalegan eval --backbone classifier:DIR` or `--classifier DIR`. "
         "Prints JSON with the test-split accuracy when the dataset has a test split.",
     )
-    p.add_argument("--data", required=True, help="dataset spec, e.g. fashion-mnist or folder:DIR")
-    add_data_root(p)
-    p.add_argument("--out-dir", required=True, help="where to save the classifier")
+    add_data(p)
+    add_out_dir(p, "folder to save the classifier in (model.safetensors + config.json)", required=True)
     p.add_argument("--resolution", type=positive_int, help="image size (default: the dataset's; match the "
                    "generator's)")
     p.add_argument("--channels", type=int, choices=[1, 3], help="image channels (default: the dataset's)")
-    p.add_argument("--epochs", type=positive_int, default=3)
+    p.add_argument("--epochs", type=positive_int, default=3, help="passes over the training split")
     p.add_argument("--batch-size", type=positive_int, default=128, help="images per training step")
-    p.add_argument("--lr", type=positive_float, default=2e-3)
-    p.add_argument("--seed", type=any_int, default=0)
+    p.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate")
+    p.add_argument("--seed", type=any_int, default=0, help="seed for initialisation, data order and augmentation")
     p.add_argument("--width", type=positive_int, default=32, help="channels of the first stage")
     p.add_argument("--feature-dim", type=positive_int, default=128, help="penultimate feature size")
     p.add_argument("--hflip", action="store_true", help="augment with horizontal flips (not for digits)")

@@ -13,11 +13,11 @@ from ..family import get_family
 from ..registry import count_parameters, get_preset, list_models, model_config
 from ..utils import read_json
 from ..weights import resolve_weights_dir
-from .options import parse_overrides
+from .options import HelpFormatter, parse_overrides
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("info", help="describe a preset or a saved model",
+    p = sub.add_parser("info", help="describe a preset or a saved model", formatter_class=HelpFormatter,
                        description="Parameter counts and config of a preset, or the config and classes of any "
                                    "generator source. --list names the presets.")
     p.add_argument("target", nargs="?", help="preset name, or a generator source (run / checkpoint / weights folder)")

@@ -1,4 +1,6 @@
-"""Options shared by the subcommands, so that one flag name means one thing everywhere (README: "Flags").
+"""Options shared by the subcommands, so that one flag name means one thing everywhere (README: "Command-line
+flags"; tests/test_cli_flags.py checks that a flag name has one type, one set of choices and one action kind in
+every subcommand, and that the README's table lists it).
 
 Value types check their input where argparse reads it: a bad value is one error line that names the flag."""
 
@@ -6,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from ..hardware import parse_device
 from ..latents import TRUNCATION_MODES
+
+DEFAULT_DATA = "fashion-mnist"  # TrainConfig.data's default too: --data means the same in train and train-classifier
 
 
 # --------------------------------------------------------------------------------------------- value types
@@ -18,7 +23,8 @@ def _number(kind, low: float | None, strict: bool, what: str):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value != value or (low is not None and (value <= low if strict else value < low)):
+        out_of_range = low is not None and (value <= low if strict else value < low)
+        if (kind is float and not math.isfinite(value)) or out_of_range:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
@@ -28,10 +34,10 @@ def _number(kind, low: float | None, strict: bool, what: str):
 
 positive_int = _number(int, 0, True, "an integer >= 1")
 natural_int = _number(int, 0, False, "an integer >= 0")
-positive_float = _number(float, 0.0, True, "a number > 0")
-natural_float = _number(float, 0.0, False, "a number >= 0")
+positive_float = _number(float, 0.0, True, "a finite number > 0")
+natural_float = _number(float, 0.0, False, "a finite number >= 0")
 any_int = _number(int, None, False, "an integer")
-any_float = _number(float, None, False, "a number")
+any_float = _number(float, None, False, "a finite number")
 
 
 def device(text: str) -> str:
@@ -59,19 +65,53 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
+# Value types of the flags that ``scalegan train`` generates from TrainConfig and that other subcommands share:
+# the generated flag takes the shared type, so e.g. --batch-size 0 is the same error in train and train-classifier.
+SHARED_TYPES = {
+    "device": device,
+    "seed": any_int,
+    "batch_size": positive_int,
+    "standing_stats": natural_int,
+}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` unless the help text already says what the default is, or there is none."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 # --------------------------------------------------------------------------------------------- option groups
 def add_device(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     """``--device`` (the torch device the command computes on) and ``--threads`` (torch CPU threads)."""
     p.add_argument("--device", type=device, default=default, help="torch device: cpu, cuda, cuda:N")
+    add_threads(p)
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    """``--threads`` alone (``scalegan train`` generates its ``--device`` from TrainConfig)."""
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+WEIGHTS = ("model", "G", "G_ema")
+
+
+def add_weights(p: argparse.ArgumentParser) -> None:
+    """``--weights``: which generator of a checkpoint (``scalegan.load``'s ``weights``)."""
+    p.add_argument("--weights", choices=WEIGHTS, default="model",
+                   help="which generator of a training checkpoint or BigGAN-PyTorch folder: model = the sampling "
+                   "one (the EMA one when there is one), G = the trained one, G_ema = the EMA one (BigGAN-PyTorch: "
+                   "G.pth when there is no G_ema.pth)")
 
 
 def add_generator_source(p: argparse.ArgumentParser) -> None:
     """The positional generator source (anything ``scalegan.load`` accepts) and ``--weights``."""
     p.add_argument("source", help="run folder, checkpoint folder, weights folder, .safetensors file, pretrained "
                    "name (see `scalegan convert --list`) or foreign checkpoint")
-    p.add_argument("--weights", choices=["model", "G", "G_ema"], default="model",
-                   help="which generator of a training checkpoint (model = the EMA one when trained with EMA)")
+    add_weights(p)
 
 
 def add_sampling(p: argparse.ArgumentParser, n_default: int | None) -> None:
@@ -100,5 +140,18 @@ def add_reference(p: argparse.ArgumentParser) -> None:
     add_data_root(p)
 
 
+def add_data(p: argparse.ArgumentParser) -> None:
+    """``--data`` (a dataset spec, as ``scalegan train --data``) and ``--data-root``."""
+    p.add_argument("--data", default=DEFAULT_DATA, help="dataset spec: fashion-mnist, mnist, cifar10:DIR, "
+                   "cifar100:DIR, folder:DIR, npz:FILE, idx:DIR, or a path (auto-detected)")
+    add_data_root(p)
+
+
 def add_data_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="directory of the dataset files when a dataset spec names no location")
+
+
+def add_out_dir(p: argparse.ArgumentParser, help: str, required: bool = False) -> None:
+    """``--out-dir DIR``: the folder the command writes into (``scalegan train`` generates its own from
+    TrainConfig.out_dir, with the same meaning)."""
+    p.add_argument("--out-dir", metavar="DIR", required=required, help=help)

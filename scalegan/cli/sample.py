@@ -3,7 +3,6 @@ all drawn through ``scalegan.sample``."""
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 from pathlib import Path
@@ -23,13 +22,13 @@ from ..sampling import (
     sheet_frames,
 )
 from ..utils import to_hwc, write_bytes
-from .options import add_device, add_generator_source, add_sampling, natural_int, positive_int
+from .options import HelpFormatter, add_device, add_generator_source, add_sampling, natural_int, positive_int
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "sample", help="generate images from a trained generator",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Generate images from any generator source. Writes a grid image (--grid), one PNG per image "
                     "(--png-dir) and/or an NPZ with x (uint8 N x H x W x C) and y (int64) (--npz). With no "
                     "output flag it writes --grid samples.png.")

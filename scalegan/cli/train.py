@@ -15,7 +15,7 @@ from ..family import FAMILIES
 from ..registry import model_config
 from ..training import TrainConfig, train
 from ..training.loop import open_training_data
-from .options import any_float, any_int, parse_overrides, positive_int
+from .options import SHARED_TYPES, HelpFormatter, add_threads, any_float, any_int, parse_overrides
 
 _SKIP = {"model_overrides", "objective"}  # given as --set KEY=VALUE and as the objective flags
 
@@ -28,24 +28,31 @@ def _concrete(cls, f: dataclasses.Field):
     return t
 
 
+def _with_default(help_text: str, default) -> str:
+    """The help text with the field's default (argparse's is SUPPRESS), unless the text already says it."""
+    if "default" in help_text:
+        return help_text
+    return f"{help_text} (default: {default!r})" if default == "" else f"{help_text} (default: {default})"
+
+
 def _add_field(group, cls, f: dataclasses.Field, dest: str) -> None:
     t, help_text = _concrete(cls, f), f.metadata.get("help", "")
     flag = "--" + f.name.replace("_", "-")
     if t is bool:
         default = "auto" if f.default is None else f.default
         group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=f"{help_text} (default: {default})")
+                           help=_with_default(help_text, default))
         return
     choices = f.metadata.get("choices")
-    kind = {int: any_int, float: any_float}.get(t, t)
+    kind = SHARED_TYPES.get(f.name) or {int: any_int, float: any_float}.get(t, t)  # a shared flag: its shared type
     group.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, choices=choices,
                        metavar="{" + ",".join(choices) + "}" if choices else t.__name__.upper(),
-                       help=f"{help_text} (default: {f.default})")
+                       help=_with_default(help_text, f.default))
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "train", help="train a GAN", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "train", help="train a GAN", formatter_class=HelpFormatter,
         description="Train a model preset on a dataset. Values resolve as: TrainConfig defaults < the preset's "
                     "training values < --config FILE < flags. The resolved config is written to "
                     "RUN/train_config.json.")
@@ -55,7 +62,7 @@ def add_parser(sub) -> None:
     p.add_argument("--set", dest="set_", action="append", metavar="KEY=VALUE", default=None,
                    help="change a model config field (repeatable), e.g. --set ch=48 --set g_attn=[16]")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit without training")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_threads(p)  # --device is TrainConfig.device (below), with the shared type
     for f in dataclasses.fields(TrainConfig):
         if f.name not in _SKIP:
             _add_field(p, TrainConfig, f, f.name)
@@ -72,15 +79,28 @@ def add_parser(sub) -> None:
 
 def _config_file(path: str) -> dict:
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"--config {path}: {e}") from e
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ValueError(f"--config {path}: cannot read it ({e.strerror or e}); give a JSON file of training config "
+                         "keys") from e
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--config {path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
     if not isinstance(data, dict):
-        raise ValueError(f"--config {path}: expected a JSON object of training config keys")
+        raise ValueError(f"--config {path}: expected a JSON object of training config keys, e.g. "
+                         "{\"lr_g\": 0.0002}, got " + type(data).__name__)
     data.pop("scalegan_version", None)
     if isinstance(data.get("train"), dict):  # a RUN/train_config.json
         data = data["train"]
+    for section in ("model_overrides", "objective"):  # merged below, so checked before
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise ValueError(f"--config {path}: {section} must be a JSON object of field names and values, e.g. "
+                             f"{json.dumps(_EXAMPLES[section])}, got {json.dumps(data[section])}")
     return data
+
+
+_EXAMPLES = {"model_overrides": {"ch": 48}, "objective": {"n_d_steps": 1}}
 
 
 def resolve(args) -> TrainConfig:

@@ -268,13 +268,12 @@ class WeightsInfo(dict):
 
 
 def _missing_message(tried: list[str]) -> str:
-    urls = "\n".join(f"  {info['url']}" for info in KNOWN_WEIGHTS.values())
-    return (
-        "Inception weights for FID/IS not found (looked at: " + "; ".join(tried) + ").\n"
-        "Download the TF 2015-12-05 Inception port published by pytorch-fid or torch-fidelity (~92 MB), e.g.\n"
-        f"{urls}\n"
-        f"and put it at {cache_dir() / DEFAULT_WEIGHTS_NAME}, or set {ENV_WEIGHTS}=FILE, or pass "
-        "--inception-weights FILE (Python: scalegan.metrics.inception.download_weights() fetches it)."
+    url = next(iter(KNOWN_WEIGHTS.values()))["url"]
+    return (  # one line: the CLI prints it as its error line
+        f"Inception weights for FID/IS not found (looked at: {'; '.join(tried)}): download the TF 2015-12-05 "
+        f"Inception port of pytorch-fid or torch-fidelity (~92 MB, e.g. {url}) to "
+        f"{cache_dir() / DEFAULT_WEIGHTS_NAME}, or set {ENV_WEIGHTS}=FILE, or pass --inception-weights FILE "
+        "(Python: scalegan.metrics.inception.download_weights() fetches it)"
     )
 
 
@@ -289,7 +288,7 @@ def resolve_weights_path(path: str | os.PathLike | None = None) -> Path:
                 return p
             # An explicit choice that does not exist is an error, not a reason to fall back silently.
             raise FileNotFoundError(
-                f"Inception weights file {p} (from {origin}) does not exist.\n" + _missing_message([str(p)])
+                f"Inception weights file {p} (from {origin}) does not exist. " + _missing_message([str(p)])
             )
     for name in KNOWN_WEIGHTS:
         p = cache_dir() / name
