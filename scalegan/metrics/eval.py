@@ -30,11 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data import DatasetError, FolderImageDataset
+from ..data.folder import decode_image
+from ..data.npz import load_npz
 from ..sampling import resolve_truncation_mode
 from ..utils import __version__, atomic_path, cache_dir
 from . import scores
 from .classifier import ClassAccuracy, check_classifier
-from .features import FeatureStats, extract
+from .features import ClassifierBackbone, FeatureStats, InceptionBackbone, extract
 from .generated import SEED_CHUNK, generated_batches
 
 __all__ = [
@@ -75,7 +78,6 @@ def make_backbone(
 ) -> Any:
     """`"inception"` (the TF 2015-12-05 network; weights resolved as in `inception.resolve_weights_path`) or
     `"classifier:DIR"` (a trained `SmallClassifier`)."""
-    from .features import ClassifierBackbone, InceptionBackbone
 
     if spec == "inception":
         return InceptionBackbone.from_weights(
@@ -138,9 +140,6 @@ def load_image_set(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor 
     scaled to 8 bits, alpha composited on white). Nothing is resized or cropped: the images of a folder must share
     one size (any aspect ratio), else ValueError. Grey files stay one channel unless the folder also holds colour
     images; then every image is RGB."""
-    from ..data import DatasetError, FolderImageDataset
-    from ..data.folder import decode_image
-    from ..data.npz import load_npz
 
     p = Path(path).expanduser()
     if p.is_file():

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..hardware import inference_dtype
 from ..utils import sha256_file, to_uint8
+from .classifier import WEIGHTS_NAME, load_classifier
 from .inception import INPUT_SIZE, FIDInception, load_inception
 from .resize import DEFAULT_RESIZER, RESIZERS, resize
 
@@ -51,7 +53,6 @@ class InceptionBackbone:
             raise ValueError(f"unknown resizer {resizer!r}; choose one of {', '.join(RESIZERS)}")
         if normalization not in ("tf", "unit"):
             raise ValueError(f"normalization must be 'tf' or 'unit', got {normalization!r}")
-        from ..hardware import inference_dtype
 
         self.device = torch.device(device)
         # float32 is the reference (FID and IS are defined on it); "auto" takes bf16 where the device has it.
@@ -117,7 +118,6 @@ class ClassifierBackbone:
     def from_dir(cls, directory: str, device: str | torch.device = "cpu") -> ClassifierBackbone:
         from pathlib import Path
 
-        from .classifier import WEIGHTS_NAME, load_classifier
 
         model = load_classifier(directory, device=device)
         return cls(model, str(directory), sha256_file(Path(directory) / WEIGHTS_NAME))
