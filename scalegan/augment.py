@@ -1,17 +1,26 @@
-"""Differentiable augmentation (DiffAugment, Zhao et al. 2020): the same random transforms are applied to real and
-generated images before D, in D's update and in G's, so D never sees an unaugmented image and G's gradient flows
-through the transform. Pure functions of a batch and a ``torch.Generator`` (drawn on the CPU, so a seeded run is
-reproducible on any device and resumes exactly when the generator's state is saved).
+"""Differentiable augmentation of every image D sees, real and generated, in D's updates and in G's (so D never
+sees an unaugmented image and G's gradient flows through the transform). Two kinds, usable together:
 
-Policies: ``translation`` (integer shifts of up to 1/8 of the size, zero padding), ``cutout`` (a zeroed square of
-half the size at a random place), ``color`` (brightness, saturation, contrast).
+- DiffAugment (Zhao et al. 2020): ``translation`` (integer shifts of up to 1/8 of the size, zero padding),
+  ``cutout`` (a zeroed square of half the size at a random place), ``color`` (brightness, saturation, contrast),
+  each applied to every image.
+- ADA (Karras et al. 2020, "Training Generative Adversarial Networks with Limited Data"): ``ada``, the paper's
+  'bgc' pipeline (pixel blitting, general geometric, colour), each transform applied to each image with
+  probability ``p``; ``Augmenter`` adjusts ``p`` during training from the sign of D's outputs on real images.
+
+Pure functions of a batch and a ``torch.Generator``, drawn on the CPU, so a seeded run is reproducible on any
+device and resumes exactly when the generator's state is saved.
 """
 
 from __future__ import annotations
 
-import torch
+import math
+from collections.abc import Callable
 
-POLICIES = ("color", "translation", "cutout")
+import torch
+import torch.nn.functional as F
+
+POLICIES = ("color", "translation", "cutout", "ada")
 
 
 def parse_policy(policy: str | None) -> tuple[str, ...]:
@@ -23,6 +32,7 @@ def parse_policy(policy: str | None) -> tuple[str, ...]:
     return names
 
 
+# ------------------------------------------------------------------------------------------------ DiffAugment
 def _uniform(n: int, generator: torch.Generator | None, x: torch.Tensor) -> torch.Tensor:
     return torch.rand(n, 1, 1, 1, generator=generator).to(device=x.device, dtype=x.dtype)
 
@@ -71,8 +81,11 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
 
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...] | str, generator: torch.Generator | None = None
                  ) -> torch.Tensor:
-    """Apply the policy's transforms in the order color, translation, cutout; differentiable in ``x``."""
+    """Apply the policy's transforms in the order color, translation, cutout; differentiable in ``x``. ``ada``
+    needs a probability: ``ada_augment`` or ``Augmenter`` applies it."""
     names = parse_policy(policy) if isinstance(policy, str) else policy
+    if "ada" in names:
+        raise ValueError("diff_augment: 'ada' needs a probability p; use Augmenter or ada_augment")
     if "color" in names:
         x = color(x, generator)
     if "translation" in names:
@@ -80,3 +93,256 @@ def diff_augment(x: torch.Tensor, policy: tuple[str, ...] | str, generator: torc
     if "cutout" in names:
         x = cutout(x, generator=generator)
     return x
+
+
+# ------------------------------------------------------------------------------------------------ ADA
+# The 'bgc' pipeline of the paper's appendix B, in its order. Blits and general geometric transforms compose into
+# one 3x3 matrix per image, colour transforms into one 4x4 matrix; each is applied once.
+GEOMETRIC = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
+COLORS = ("brightness", "contrast", "lumaflip", "hue", "saturation")
+ADA_OPS = GEOMETRIC + COLORS
+
+
+def _chosen(n: int, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Which of ``n`` images a transform applies to, each with probability ``p``: [N] float64, 1 or 0."""
+    return (torch.rand(n, generator=generator, dtype=torch.float64) < p).double()
+
+
+def _lognormal(n: int, std_log2: float, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """lognormal(0, std_log2 * ln 2) where chosen, exactly 1 elsewhere: [N] float64."""
+    return torch.exp2(torch.randn(n, generator=generator, dtype=torch.float64) * std_log2 * _chosen(n, p, generator))
+
+
+def _angle(n: int, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """U(-pi, pi) where chosen, exactly 0 elsewhere: [N] float64."""
+    return (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * math.pi * _chosen(n, p, generator)
+
+
+def _eye(n: int, size: int) -> torch.Tensor:
+    return torch.eye(size, dtype=torch.float64).repeat(n, 1, 1)
+
+
+def _scale2d(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+    m = _eye(len(sx), 3)
+    m[:, 0, 0], m[:, 1, 1] = sx, sy
+    return m
+
+
+def _rotate2d(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    m = _eye(len(cos), 3)
+    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos, -sin, sin, cos
+    return m
+
+
+def _translate2d(t: torch.Tensor) -> torch.Tensor:
+    m = _eye(len(t), 3)
+    m[:, :2, 2] = t
+    return m
+
+
+def _check_ops(ops: tuple[str, ...], known: tuple[str, ...]) -> None:
+    unknown = [o for o in ops if o not in known]
+    if unknown:
+        raise ValueError(f"unknown ADA transform {unknown}: choose from {', '.join(known)}")
+
+
+def geometric_matrices(n: int, height: int, width: int, p: float, generator: torch.Generator | None = None,
+                       ops: tuple[str, ...] = GEOMETRIC) -> torch.Tensor:
+    """[N, 3, 3] float64 (CPU): per image, the map from output to input pixel coordinates (origin at the image
+    centre, unit one pixel) of the enabled geometric transforms, each applied with probability ``p`` (the two
+    rotations with ``1 - sqrt(1 - p)`` each, so that at least one happens with probability ``p``).
+
+    Every parameter's distribution is symmetric about the identity, so a matrix drawn as a transform serves as its
+    own inverse, and the inverses compose in pipeline order. An image no transform chose gets exactly the identity.
+    """
+    _check_ops(ops, GEOMETRIC)
+    g, m = generator, _eye(n, 3)
+    size = torch.tensor([width, height], dtype=torch.float64)
+    if "xflip" in ops:  # i ~ U{0, 1}: a chosen image flips half the time, as in the paper
+        flip = torch.randint(2, (n,), generator=g).double() * _chosen(n, p, g)
+        m = m @ _scale2d(1 - 2 * flip, torch.ones(n, dtype=torch.float64))
+    if "rotate90" in ops:  # i ~ U{0, 3} quarter turns, from exact cosines and sines
+        quarter = (torch.randint(4, (n,), generator=g) * _chosen(n, p, g)).long()
+        cos = torch.tensor([1.0, 0, -1, 0], dtype=torch.float64)[quarter]
+        sin = torch.tensor([0.0, 1, 0, -1], dtype=torch.float64)[quarter]
+        m = m @ _rotate2d(cos, sin)
+    if "xint" in ops:  # t ~ U(-0.125, 0.125) of the size, rounded to whole pixels
+        t = ((torch.rand(n, 2, generator=g, dtype=torch.float64) * 2 - 1) * 0.125 * size).round()
+        m = m @ _translate2d(t * _chosen(n, p, g)[:, None])
+    if "scale" in ops:  # s ~ lognormal(0, 0.2 ln 2), isotropic
+        s = _lognormal(n, 0.2, p, g)
+        m = m @ _scale2d(s, s)
+    p_rot = 1 - math.sqrt(max(1 - p, 0.0))
+    if "rotate" in ops:  # theta ~ U(-180, 180) degrees, before the anisotropic scale ...
+        theta = _angle(n, p_rot, g)
+        m = m @ _rotate2d(theta.cos(), theta.sin())
+    if "aniso" in ops:  # s ~ lognormal(0, 0.2 ln 2): x by s, y by 1/s
+        s = _lognormal(n, 0.2, p, g)
+        m = m @ _scale2d(s, 1 / s)
+    if "rotate" in ops:  # ... and after it
+        theta = _angle(n, p_rot, g)
+        m = m @ _rotate2d(theta.cos(), theta.sin())
+    if "xfrac" in ops:  # t ~ N(0, 0.125) of the size
+        t = torch.randn(n, 2, generator=g, dtype=torch.float64) * 0.125 * size
+        m = m @ _translate2d(t * _chosen(n, p, g)[:, None])
+    return m
+
+
+def color_matrices(n: int, p: float, generator: torch.Generator | None = None, ops: tuple[str, ...] = COLORS
+                   ) -> torch.Tensor:
+    """[N, 4, 4] float64 (CPU): per image, the affine map of (R, G, B, 1) (images in [-1, 1]) of the enabled
+    colour transforms, each applied with probability ``p``, composed in pipeline order. Luma flip, hue rotation
+    and saturation act about the luma axis v = (1, 1, 1) / sqrt(3). Unchosen transforms are exactly the identity."""
+    _check_ops(ops, COLORS)
+    g, m = generator, _eye(n, 4)
+    v = torch.tensor([1.0, 1, 1, 0], dtype=torch.float64) / math.sqrt(3)
+    rgb = torch.diag(torch.tensor([1.0, 1, 1, 0], dtype=torch.float64))  # identity on colours, 0 on the 1
+    along = torch.outer(v, v)  # projection onto the luma axis
+    if "brightness" in ops:  # b ~ N(0, 0.2), added to R, G and B
+        b = torch.randn(n, generator=g, dtype=torch.float64) * 0.2 * _chosen(n, p, g)
+        shift = _eye(n, 4)
+        shift[:, :3, 3] = b[:, None]
+        m = shift @ m
+    if "contrast" in ops:  # c ~ lognormal(0, 0.5 ln 2), about 0 (mid-grey)
+        c = _lognormal(n, 0.5, p, g).view(n, 1, 1)
+        m = (torch.eye(4, dtype=torch.float64) + (c - 1) * rgb) @ m
+    if "lumaflip" in ops:  # i ~ U{0, 1}: reflect the luma component
+        i = (torch.randint(2, (n,), generator=g).double() * _chosen(n, p, g)).view(n, 1, 1)
+        m = (torch.eye(4, dtype=torch.float64) - 2 * i * along) @ m
+    if "hue" in ops:  # theta ~ U(-180, 180) degrees about the luma axis (Rodrigues' formula)
+        theta = _angle(n, p, g).view(n, 1, 1)
+        cross = torch.zeros(4, 4, dtype=torch.float64)  # [v]x, the cross product with v
+        cross[0, 1], cross[0, 2], cross[1, 2] = -v[2], v[1], -v[0]
+        cross = cross - cross.T
+        m = (torch.eye(4, dtype=torch.float64) + theta.sin() * cross + (1 - theta.cos()) * (along - rgb)) @ m
+    if "saturation" in ops:  # s ~ lognormal(0, 1 ln 2): scale the distance from the luma axis
+        s = _lognormal(n, 1.0, p, g).view(n, 1, 1)
+        m = (torch.eye(4, dtype=torch.float64) + (s - 1) * (rgb - along)) @ m
+    return m
+
+
+def _is_identity(m: torch.Tensor) -> bool:
+    return bool((m == torch.eye(m.shape[-1], dtype=m.dtype)).all())
+
+
+def _resample(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Bilinear resampling of ``x`` (float32) at ``m`` @ (output pixel), reflecting at the borders. The grid is
+    the one ``F.affine_grid(theta, align_corners=False)`` builds, written out from exact pixel centres: affine_grid
+    computes them with ``linspace``, an ulp off, so flips, quarter turns and integer shifts would blend
+    neighbours by ~1e-7 instead of copying pixels (exact here for power-of-two sizes)."""
+    n, _, h, w = x.shape
+    unit = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], dtype=torch.float64))  # pixels -> [-1, 1]
+    pixels = torch.diag(torch.tensor([w / 2, h / 2, 1.0], dtype=torch.float64))
+    theta = (unit @ m @ pixels)[:, :2].to(device=x.device, dtype=torch.float32)  # [N, 2, 3]
+    ys = (torch.arange(h, device=x.device, dtype=torch.float32) + 0.5) * (2 / h) - 1
+    xs = (torch.arange(w, device=x.device, dtype=torch.float32) + 0.5) * (2 / w) - 1
+    points = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=x.device)], -1)
+    grid = torch.einsum("hwk,njk->nhwj", points, theta)  # [N, H, W, 2]: (x, y) in [-1, 1]
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _recolor(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """x' = A x + b per pixel, with A, b from the [N, 4, 4] colour matrices; 1 channel: brightness x contrast."""
+    m = m.to(device=x.device, dtype=torch.float32)
+    if x.shape[1] == 1:
+        return x * m[:, 0, 0].view(-1, 1, 1, 1) + m[:, 0, 3].view(-1, 1, 1, 1)
+    return torch.einsum("nij,njhw->nihw", m[:, :3, :3], x) + m[:, :3, 3].view(-1, 3, 1, 1)
+
+
+def ada_augment(x: torch.Tensor, p: float, generator: torch.Generator | None = None,
+                ops: tuple[str, ...] = ADA_OPS) -> torch.Tensor:
+    """ADA's 'bgc' pipeline on ``x`` [N, C, H, W] in [-1, 1]: each enabled transform applied to each image with
+    probability ``p`` (pixel blitting: x-flip, quarter turns, integer translation up to 1/8 of the size; general
+    geometric: isotropic scale, rotation, anisotropic scale, fractional translation; colour: brightness, contrast,
+    luma flip, hue rotation, saturation). Differentiable in ``x``; computed in float32 (also under autocast),
+    returned in ``x``'s dtype and memory format. ``p = 0`` returns ``x`` itself.
+
+    Differences from the paper's implementation: the geometric matrix is applied once by bilinear
+    ``grid_sample`` with reflection padding, not by 2x wavelet-filtered upsampling (simpler; slightly blurrier
+    under rotation and scaling, and blits stay exact). On 1-channel images only brightness and contrast apply:
+    luma flip, hue and saturation are the identity there (for grey, hue and saturation are no-ops anyway)."""
+    _check_ops(ops, ADA_OPS)
+    n, c, h, w = x.shape
+    color_ops = tuple(o for o in ops if o in COLORS and (c == 3 or o in ("brightness", "contrast")))
+    if c not in (1, 3) and color_ops:
+        raise ValueError(f"ADA colour transforms need 1 or 3 channels, got {c}")
+    geometric = geometric_matrices(n, h, w, p, generator, tuple(o for o in ops if o in GEOMETRIC))
+    colors = color_matrices(n, p, generator, color_ops)
+    if _is_identity(geometric) and _is_identity(colors):
+        return x
+    layout, dtype = _layout(x), x.dtype
+    with torch.autocast(x.device.type, enabled=False):
+        out = x.float()
+        if not _is_identity(geometric):
+            out = _resample(out, geometric)
+        if not _is_identity(colors):
+            out = _recolor(out, colors)
+    return out.to(dtype).contiguous(memory_format=layout)
+
+
+class Augmenter:
+    """The augmentation a training run applies to every image D sees: ADA with the current ``p`` (when the policy
+    has ``ada``), then the policy's DiffAugment transforms; all draws from ``generator``.
+
+    Adaptive ``p`` (``target > 0``): the objective calls ``observe(D(real))`` on D's real logits; the loop calls
+    ``update(images per iteration)`` once per iteration, and every ``interval`` iterations ``p`` moves by
+    ``sign(r_t - target) * images * interval / (kimg * 1000)`` (so it can cross [0, 1] in ``kimg`` thousand
+    images) where r_t = E[sign(D(real))] since the last move, then is clamped to [0, 1]. With ``target = 0``
+    ``p`` stays at its initial value."""
+
+    def __init__(self, policy: str | tuple[str, ...], generator: torch.Generator | None = None, p: float = 0.0,
+                 target: float = 0.6, kimg: float = 500.0, interval: int = 4):
+        names = parse_policy(policy) if isinstance(policy, str) else tuple(policy)
+        self.ada = "ada" in names
+        self.diff_policy = tuple(name for name in names if name != "ada")
+        self.generator = generator if generator is not None else torch.Generator()
+        self.p, self.target, self.kimg, self.interval = float(p), float(target), float(kimg), int(interval)
+        self.iterations = 0  # update() calls, for the interval
+        self.signs: torch.Tensor | None = None  # [sum of sign(D(real)), count] since the last move of p
+
+    @property
+    def adaptive(self) -> bool:
+        return self.ada and self.target > 0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.ada:
+            images = ada_augment(images, self.p, self.generator)
+        if self.diff_policy:
+            images = diff_augment(images, self.diff_policy, self.generator)
+        return images
+
+    def observe(self, real_logits: torch.Tensor) -> None:
+        """Accumulate sign(D(real)) (detached, on the logits' device; float32 counts are exact below 2^24)."""
+        if not self.adaptive:
+            return
+        logits = real_logits.detach().float()
+        stats = torch.stack([logits.sign().sum(), logits.new_tensor(float(logits.numel()))])
+        self.signs = stats if self.signs is None else self.signs.to(stats.device) + stats
+
+    def update(self, batch_images: int, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Once per iteration (``batch_images``: images per iteration over all ranks). ``reduce`` sums the
+        [sum, count] accumulator over ranks, so every rank moves ``p`` alike."""
+        if not self.adaptive:
+            return
+        self.iterations += 1
+        if self.iterations % self.interval or self.signs is None:
+            return
+        total, count = (reduce(self.signs) if reduce is not None else self.signs).tolist()
+        self.signs = None
+        if count > 0:
+            r_t = total / count
+            direction = (r_t > self.target) - (r_t < self.target)
+            self.p = min(max(self.p + direction * batch_images * self.interval / (self.kimg * 1000), 0.0), 1.0)
+
+    def state_dict(self) -> dict:
+        """Generator state, ``p``, and the pending accumulators (for an exact resume)."""
+        return {"generator": self.generator.get_state(), "p": self.p, "iterations": self.iterations,
+                "signs": self.signs.detach().cpu() if self.signs is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict()``'s values; a fixed ``p`` (not adaptive) stays the configured one."""
+        self.generator.set_state(state["generator"])
+        if self.adaptive:
+            self.p = float(state["p"])
+        self.iterations = int(state.get("iterations", 0))
+        self.signs = state.get("signs")

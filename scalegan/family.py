@@ -7,7 +7,9 @@ training objective, and the hooks that sampling, serving and export use, so that
   (BigGAN truncates z here; a family that truncates inside G draws plain normals);
 - ``truncation_mode(config)``: the default way ``truncation`` is applied when the caller does not say;
 - ``fold(G, truncation, dtype)``: an optional inference-only module with the same ``(z, y)`` function;
-- ``recalibrate(G, n_batches, batch_size, seed, truncation)``: optional "standing statistics".
+- ``recalibrate(G, n_batches, batch_size, seed, truncation)``: optional "standing statistics";
+- ``map_latents(G, latents, y, truncation)``: optional: the space interpolation and style mixing work in (StyleGAN2:
+  W), accepted back by ``G``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Family:
     truncation_modes: tuple[str, ...] = ("resample",)
     fold: Callable[..., Any] | None = None
     recalibrate: Callable[..., None] | None = None
+    map_latents: Callable[..., Any] | None = None
     about: str = ""
 
     def make_config(self, data: dict):

@@ -152,11 +152,14 @@ def interpolation_sheet(G, rows: int, steps: int, kind: str = "z", classes: Sequ
     generator = torch.Generator().manual_seed(seed)
     device = next(G.parameters()).device
     t = torch.linspace(0, 1, steps)
-    if kind == "z":
+    if kind == "z":  # in the family's latent space: z for BigGAN, W for StyleGAN2 (``map_latents``)
         z0, _ = draw(G, rows, None if not cfg.n_classes else 0, truncation, generator, truncation_mode)
         z1, _ = draw(G, rows, None if not cfg.n_classes else 0, truncation, generator, truncation_mode)
-        z = torch.lerp(z0[:, None], z1[:, None], t.view(1, -1, *[1] * (z0.dim() - 1))).flatten(0, 1)
         y = class_labels(rows, classes[:rows] if classes is not None else None, cfg.n_classes, generator)
+        map_latents = get_family(G).map_latents
+        if map_latents is not None:
+            z0, z1 = map_latents(G, z0, y, truncation), map_latents(G, z1, y, truncation)
+        z = torch.lerp(z0[:, None], z1[:, None], t.view(1, -1, *[1] * (z0.dim() - 1))).flatten(0, 1)
         y = y.repeat_interleave(steps) if y is not None else None
     elif kind == "class":
         if not cfg.n_classes:
@@ -175,6 +178,39 @@ def interpolation_sheet(G, rows: int, steps: int, kind: str = "z", classes: Sequ
         raise ValueError(f"interpolation kind must be 'z' or 'class', got {kind!r}")
     out = [G(z[i:i + 256].to(device), y[i:i + 256].to(device) if y is not None else None,
              truncation=truncation).float() for i in range(0, len(z), 256)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def style_mixing_sheet(G, n: int, layers: range | None = None, seed: int = 0, truncation: float | None = None,
+                       y=None) -> torch.Tensor:
+    """A style-mixing grid [(n + 1)^2, C, H, W] (tile with nrow = n + 1): the first row holds n column sources,
+    the first column n row sources (top-left blank), and cell (i, j) is row source i with the W of ``layers``
+    taken from column source j (default: the first half of the layers, the coarse styles). Needs a family that
+    generates from a layered latent space (``map_latents``: StyleGAN2's W)."""
+    family = get_family(G)
+    if family.map_latents is None:
+        raise ValueError(f"style mixing needs a model with per-layer styles; {family.name} models have none")
+    cfg = G.config
+    generator = torch.Generator().manual_seed(seed)
+    z, labels = draw(G, 2 * n, y if y is not None or not cfg.n_classes else None, None, generator)
+    ws = family.map_latents(G, z, labels, truncation)  # [2n, num_ws, w_dim]
+    rows, cols = ws[:n], ws[n:]
+    layers = layers if layers is not None else range(ws.shape[1] // 2)
+    mixed = rows[:, None].repeat(1, n, 1, 1)  # [n, n, num_ws, w_dim]
+    mixed[:, :, list(layers)] = cols[None, :, list(layers)]
+    device = next(G.parameters()).device
+    y_cells = labels[:n].repeat_interleave(n) if labels is not None else None
+
+    def render(w, yy):
+        return G(w.to(device), yy.to(device) if yy is not None else None).float().cpu()
+
+    sources = render(torch.cat([cols, rows]), torch.cat([labels[n:], labels[:n]]) if labels is not None else None)
+    cells = render(mixed.flatten(0, 1), y_cells)
+    blank = torch.full_like(sources[:1], 1.0)
+    out = [blank, sources[:n]]
+    for i in range(n):
+        out += [sources[n + i:n + i + 1], cells[i * n:(i + 1) * n]]
     return torch.cat(out)
 
 

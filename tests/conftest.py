@@ -7,6 +7,9 @@ torch.set_num_threads(1)  # tests are small; one thread avoids oversubscription 
 
 def tiny_overrides(name: str) -> dict:
     """Model overrides that keep a preset's layout but make it fast enough for a unit test."""
+    if name.startswith("stylegan2"):
+        return dict(channel_base=256, channel_max=32, z_dim=16, w_dim=16, n_classes=5, mapping_layers=2,
+                    d_mapping_layers=2, mbstd_group=2)
     if name.startswith("biggan-deep"):
         return dict(ch=8, d_ch=8, dim_z=8, shared_dim=8, n_classes=5)
     from scalegan.registry import model_config

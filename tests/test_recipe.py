@@ -88,12 +88,17 @@ def test_augment_and_lecam_state_resume_exactly(tiny_npz, tmp_path):
     kw = dict(augment="translation,cutout", lecam=0.3, ema_halflife_kimg=0.1, n_d_steps=1)
     train(tiny_config(tiny_npz, tmp_path / "full", iterations=4, **kw))
     train(tiny_config(tiny_npz, tmp_path / "split", iterations=2, **kw))
+    # Checkpoints written before ADA kept only the augmentation generator, as "augment_rng": they resume exactly.
+    path = tmp_path / "split" / "checkpoints" / "step_0000002" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    state["augment_rng"] = state.pop("augment")["generator"]
+    torch.save(state, path)
     train(tiny_config(tiny_npz, tmp_path / "split", iterations=4, resume=True, **kw))
     for name in ("G", "D", "G_ema"):
         a, b = latest_weights(tmp_path / "full", name), latest_weights(tmp_path / "split", name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
     state = torch.load(tmp_path / "split" / "checkpoints" / "step_0000004" / "state.pt", weights_only=True)
-    assert state["objective"]["lecam"]["anchor_real"] is not None and state["augment_rng"] is not None
+    assert state["objective"]["lecam"]["anchor_real"] is not None and state["augment"]["generator"] is not None
     # The options do something: without them the weights differ.
     train(tiny_config(tiny_npz, tmp_path / "plain", iterations=4, n_d_steps=1, ema_halflife_kimg=0.1))
     plain = latest_weights(tmp_path / "plain", "D")

@@ -3,6 +3,7 @@ all drawn through ``scalegan.sample``."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from ..sampling import (
     save_gif,
     save_image,
     sheet_frames,
+    style_mixing_sheet,
 )
 from ..utils import to_hwc, write_bytes
 from .options import HelpFormatter, add_device, add_generator_source, add_sampling, natural_int, positive_int
@@ -47,12 +49,43 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=positive_int, default=8, help="interpolation steps per row")
     p.add_argument("--rows", type=positive_int, default=8, help="interpolation rows")
     p.add_argument("--gif", metavar="FILE", help="with --interp: also write the interpolation as an animated GIF")
+    p.add_argument("--mix", type=positive_int, default=None, metavar="N",
+                   help="write a style-mixing grid instead (StyleGAN2): N row and N column sources, each cell a row "
+                   "source with the styles of --mix-layers from a column source")
+    p.add_argument("--mix-layers", type=_layers, default=None, metavar="A-B",
+                   help="with --mix: the W layers taken from the column sources, e.g. 0-3 (coarse) or 4-7 (fine); "
+                   "default: the first half")
     p.add_argument("--standing-stats", type=natural_int, default=0, metavar="N",
                    help="recompute BN statistics over N generated batches before sampling (families with BN)")
     p.add_argument("--nrow", type=positive_int, default=None, help="images per grid row (default: --per-class, "
                    "else 10)")
     add_device(p)
     p.set_defaults(func=run)
+
+
+def _layers(text: str) -> range:
+    """``--mix-layers``: ``A-B`` (inclusive) or one index."""
+    first, _, last = text.partition("-")
+    try:
+        a, b = int(first), int(last or first)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layers as A-B (e.g. 0-3), got {text!r}") from None
+    if a < 0 or b < a:
+        raise argparse.ArgumentTypeError(f"expected layers as A-B with 0 <= A <= B, got {text!r}")
+    return range(a, b + 1)
+
+
+def _mix(args, G, classes) -> int:
+    num_ws = getattr(G.config, "num_ws", 0)
+    if args.mix_layers is not None and args.mix_layers.stop > num_ws:
+        raise ValueError(f"--mix-layers {args.mix_layers.start}-{args.mix_layers.stop - 1}: this model has W layers "
+                         f"0-{num_ws - 1}")
+    y = classes[0] if classes else None
+    sheet = style_mixing_sheet(G, args.mix, args.mix_layers, args.seed, args.truncation, y=y)
+    args.grid = args.grid or "style_mixing.png"
+    save_image(make_grid(sheet, nrow=args.mix + 1), args.grid)
+    print(f"wrote {args.grid}", file=sys.stderr)
+    return 0
 
 
 def _classes(args, G, info) -> list[int] | None:
@@ -102,6 +135,8 @@ def run(args) -> int:
             raise ValueError(f"--standing-stats: {info.family} models have no batch statistics to recompute")
         recalibrate(G, args.standing_stats, args.max_batch, seed=args.seed, truncation=args.truncation)
     classes = _classes(args, G, info)
+    if args.mix:
+        return _mix(args, G, classes)
     if args.interp:
         return _interpolate(args, G, classes)
     if not (args.grid or args.png_dir or args.npz):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..family import FAMILIES, config_from_dict, get_family
 from .biggan import BigGANConfig, Discriminator, Generator
 from .biggan_deep import BigGANDeepConfig, DiscriminatorDeep, GeneratorDeep
+from .stylegan2 import StyleGAN2Config
 
 
 def build_generator(config):
@@ -20,5 +21,5 @@ def build_discriminator(config):
 
 __all__ = [
     "FAMILIES", "BigGANConfig", "BigGANDeepConfig", "Generator", "Discriminator", "GeneratorDeep",
-    "DiscriminatorDeep", "config_from_dict", "build_generator", "build_discriminator", "get_family",
+    "DiscriminatorDeep", "StyleGAN2Config", "config_from_dict", "build_generator", "build_discriminator", "get_family",
 ]

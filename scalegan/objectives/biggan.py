@@ -107,6 +107,9 @@ class BigGANObjective(Objective):
                 images = augment(images)
             logits = nets.D_train(images, labels).float()  # one D pass over fake + real
         d_fake, d_real = logits.split([len(fake), len(x)])
+        observe = getattr(augment, "observe", None)
+        if observe is not None:  # adaptive augmentation (ADA) follows sign(D(real))
+            observe(d_real)
         loss_real, loss_fake = self.d_loss(d_real, d_fake)
         loss = loss_real + loss_fake
         if self.lecam is not None:

@@ -54,8 +54,15 @@ class TrainConfig:
                                   "form; replaces ema_decay and ema_start); 0 = off")
     ema_rampup: float = _f(0.05, "with ema_halflife_kimg: the half-life is at most this fraction of the images "
                            "seen so far, so the average follows G closely early on; 0 = no ramp-up")
-    augment: str = _f("", "DiffAugment policy applied to real and fake images before D: comma-separated "
-                      "translation, cutout, color; empty = off")
+    augment: str = _f("", "augmentation of real and fake images before D, comma-separated: DiffAugment's "
+                      "translation, cutout, color, and/or ada (adaptive augmentation, Karras et al. 2020: the 'bgc' "
+                      "pipeline, each transform with probability p; see --ada-*); empty = off")
+    ada_target: float = _f(0.6, "with --augment ada: the target of r_t = E[sign(D(real))]; p rises while r_t "
+                           "is above it (D overfits) and falls while below; 0 = p stays at --ada-p")
+    ada_kimg: float = _f(500.0, "with --augment ada: thousands of images over which p can move from 0 to 1")
+    ada_interval: int = _f(4, "with --augment ada: iterations between adjustments of p")
+    ada_p: float = _f(0.0, "with --augment ada: the initial augmentation probability (the fixed one with "
+                      "--ada-target 0)")
     seed: int = _f(0, "seed for initialisation, data order and noise")
     precision: str = _f("auto", "auto (bf16 where the device computes it natively: CUDA with bf16, CPUs with "
                         "AVX-512-bf16 or AMX; float32 elsewhere), float32, bf16 (autocast), or fp16 (autocast with "
@@ -153,6 +160,10 @@ class TrainConfig:
         if self.sample_truncation is not None and not self.sample_truncation > 0:
             raise ValueError(f"sample_truncation must be > 0, got {self.sample_truncation}")
         parse_policy(self.augment)
+        if not (0 <= self.ada_target < 1 and 0 <= self.ada_p <= 1):
+            raise ValueError(f"ada_target must be in [0, 1) and ada_p in [0, 1], got {self.ada_target}, {self.ada_p}")
+        if not self.ada_kimg > 0 or self.ada_interval < 1:
+            raise ValueError(f"ada_kimg must be > 0 and ada_interval >= 1, got {self.ada_kimg}, {self.ada_interval}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.eval_n < 2:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..augment import diff_augment, parse_policy
+from ..augment import Augmenter, parse_policy
 from ..data import open_dataset
 from ..metrics.eval import as_reference, evaluate_generator, make_backbone, parse_metrics
 from ..objectives import Context, Nets, Phase, lazy_ratio
@@ -196,7 +196,6 @@ class Run:
         cfg, info = self.cfg, self.info
         self.noise = torch.Generator().manual_seed(cfg.seed + 1)
         fixed = torch.Generator().manual_seed(cfg.seed + 2)  # the latents of the periodic sample grids
-        self.augment_rng = torch.Generator().manual_seed(cfg.seed + 3)  # DiffAugment's draws (saved in checkpoints)
         rows = min(self.mcfg.n_classes, 10) if self.mcfg.n_classes else 10
         y = torch.arange(rows).repeat_interleave(10) if self.mcfg.n_classes else None
         self.fixed = tuple(t.to(self.device) if t is not None else None
@@ -206,8 +205,6 @@ class Run:
             self.step, self.elapsed, stream_state = state["step"], state["elapsed"], state["stream"]
             self.best = state.get("best")
             self.noise.set_state(state["noise_rng"])
-            if state.get("augment_rng") is not None:
-                self.augment_rng.set_state(state["augment_rng"])
             if state.get("world_size", 1) != info.world_size and self.main:
                 warnings.warn(f"resuming a run of {state.get('world_size', 1)} processes with {info.world_size}: "
                               "training continues, but the data order and batch statistics differ from an "
@@ -217,6 +214,8 @@ class Run:
         self.batches = Batches(self.stream, self.noise, self.G, cfg.batch_size, info, self.device,
                                self.memory_format)
         self.nets = self._wrap()
+        self.images_per_iteration = cfg.batch_size * cfg.num_accumulations * info.world_size
+        self.augmenter = self._make_augmenter(state)
         self.objective = self._make_objective()
         self.optimizers, self.scalers = self._make_optimizers()
         if state is not None:
@@ -241,6 +240,20 @@ class Run:
             G_train, D_train, D_plain = (torch.compile(m) for m in (G_train, D_train, D_plain))
         return Nets(self.G, self.D, G_train, D_train, D_plain)
 
+    def _make_augmenter(self, state: dict | None) -> Augmenter | None:
+        """The run's augmentation (None without a policy), its draws seeded from ``cfg.seed``, restored from
+        ``state`` when resuming (checkpoints written before ADA saved only the generator, as ``augment_rng``)."""
+        cfg = self.cfg
+        if not parse_policy(cfg.augment):
+            return None
+        augmenter = Augmenter(cfg.augment, torch.Generator().manual_seed(cfg.seed + 3), p=cfg.ada_p,
+                              target=cfg.ada_target, kimg=cfg.ada_kimg, interval=cfg.ada_interval)
+        if state is not None and state.get("augment") is not None:
+            augmenter.load_state_dict(state["augment"])
+        elif state is not None and state.get("augment_rng") is not None:
+            augmenter.generator.set_state(state["augment_rng"])
+        return augmenter
+
     def _make_objective(self):
         cfg = self.cfg
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
@@ -248,14 +261,12 @@ class Run:
         def autocast():
             return torch.autocast(self.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None)
 
-        policy = parse_policy(cfg.augment)
-        augment = (lambda images: diff_augment(images, policy, self.augment_rng)) if policy else None
         group = None
         if self.info.enabled:
             from torch.distributed import group as groups
 
             group = groups.WORLD
-        ctx = Context(self.device, autocast, augment, cfg.num_accumulations, cfg.batch_size, cfg.seed, group)
+        ctx = Context(self.device, autocast, self.augmenter, cfg.num_accumulations, cfg.batch_size, cfg.seed, group)
         return cfg.family.objective(cfg.objective_config(), self.nets, ctx)
 
     def _make_optimizers(self):
@@ -300,10 +311,15 @@ class Run:
                 t0 = time.perf_counter()
                 self.G.train()
                 self.D.train()
+                # Randomness inside phases (noise inputs, style mixing, regulariser noise) comes from torch's global
+                # generator, seeded per iteration and rank: a resumed run continues exactly; ranks differ.
+                torch.manual_seed(((cfg.seed * 1_000_003 + self.info.rank) * 1_000_003 + self.step) % (2**63 - 1))
                 for phase in self.objective.phases:
                     if self.step % phase.interval == 0:
                         for _ in range(phase.repeat):
                             self._phase_step(phase)
+                if self.augmenter is not None:  # ADA's p follows D's outputs on reals (the same on every rank)
+                    self.augmenter.update(self.images_per_iteration, lambda t: all_sum(t, self.info))
                 self.step += 1
                 self._update_ema()
                 self.elapsed += time.perf_counter() - t0
@@ -332,9 +348,8 @@ class Run:
             self.counts[key] = self.counts.get(key, 0) + 1
 
     def _update_ema(self) -> None:
-        cfg = self.cfg
+        cfg, images = self.cfg, self.images_per_iteration
         if self.G_ema is not None:
-            images = cfg.batch_size * cfg.num_accumulations * self.info.world_size
             ema_update(self.G_ema, self.G, ema_beta(self.step, images, decay=cfg.ema_decay, start=cfg.ema_start,
                                                     halflife_kimg=cfg.ema_halflife_kimg, rampup=cfg.ema_rampup))
 
@@ -359,8 +374,11 @@ class Run:
             values["img_per_s"] = (self.batches.real_images - self.last["images"]) / seconds
             values["s_per_it"] = seconds / max(iterations, 1)
             values["elapsed_s"] = self.elapsed
+            if self.augmenter is not None and self.augmenter.ada:
+                values["augment_p"] = self.augmenter.p
             self.logger.scalars(self.step, values)
-            bar.set_postfix({k: f"{values[k]:.3f}" for k in keys} | {"img_s": f"{values['img_per_s']:.0f}"})
+            extra = {"p": f"{values['augment_p']:.3f}"} if "augment_p" in values else {}
+            bar.set_postfix({k: f"{values[k]:.3f}" for k in keys} | {"img_s": f"{values['img_per_s']:.0f}"} | extra)
         self.sums, self.counts = {}, {}
         self.last = {"time": now, "step": self.step, "images": self.batches.real_images}
 
@@ -384,7 +402,8 @@ class Run:
         state = {"step": self.step, "elapsed": self.elapsed, "stream": self.stream.state(),
                  "opt_G": opt["G"].state_dict(), "opt_D": opt["D"].state_dict(),
                  "scaler_G": scalers["G"].state_dict(), "scaler_D": scalers["D"].state_dict(),
-                 "noise_rng": self.noise.get_state(), "augment_rng": self.augment_rng.get_state(),
+                 "noise_rng": self.noise.get_state(),
+                 "augment": self.augmenter.state_dict() if self.augmenter is not None else None,
                  "objective": self.objective.state_dict(), "best": self.best, "world_size": self.info.world_size,
                  "train_config": self.cfg.to_dict()}
         extra = {"eval": self.best} if name == "best" else {}
