@@ -240,3 +240,17 @@ def test_training_resumes_bit_exactly(tiny_npz, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "full" / "logs" / "metrics.jsonl").read_text().splitlines()][1:]
     assert {"loss_g", "loss_d_real", "loss_d_fake", "pl_penalty", "r1_penalty", "augment_p"} <= set(lines[0])
     assert [("pl_penalty" in x, "r1_penalty" in x) for x in lines] == [(True, True), (False, False)] * 2
+
+
+def test_conv_clamp_bounds_every_layer_output():
+    """conv_clamp limits the outputs of every conv (after the activation and its gain) to +-conv_clamp."""
+    G, D = tiny(conv_clamp=0.5)
+    G.eval()
+    outputs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(o)) for m in G.modules()
+             if type(m).__name__ in ("SynthesisLayer", "ToRGBLayer")]
+    with torch.no_grad():
+        G(torch.randn(4, G.config.z_dim) * 10, torch.tensor([0, 1, 2, 3]))
+    for h in hooks:
+        h.remove()
+    assert max(float(o.abs().max()) for o in outputs) == pytest.approx(0.5)

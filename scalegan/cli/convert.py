@@ -1,4 +1,5 @@
-"""``scalegan convert``: foreign BigGAN checkpoints -> a scalegan weights folder (or download + convert)."""
+"""``scalegan convert``: foreign BigGAN / StyleGAN2-ADA checkpoints -> a scalegan weights folder (or download +
+convert)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from .options import HelpFormatter, add_device, add_weights, positive_float
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "convert", help="convert pytorch-pretrained-biggan / BigGAN-PyTorch weights to scalegan weights",
+        "convert", help="convert BigGAN (pytorch-pretrained-biggan, BigGAN-PyTorch) or StyleGAN2-ADA weights",
         formatter_class=HelpFormatter,
-        description="Convert a foreign BigGAN checkpoint into a scalegan weights folder (model.safetensors + "
+        description="Convert a foreign checkpoint into a scalegan weights folder (model.safetensors + "
                     "config.json). SRC: a pytorch-pretrained-biggan folder (pytorch_model.bin + config.json: "
-                    "biggan-deep-128/256/512) or a BigGAN-PyTorch G_ema.pth / G.pth (or the folder holding it). "
+                    "biggan-deep-128/256/512), a BigGAN-PyTorch G_ema.pth / G.pth (or the folder holding it), or a "
+                    "stylegan2-ada-pytorch network pickle (NETWORK.pkl: its G_ema; read without running any code "
+                    "from the file). "
                     "With --download NAME: fetch a named pretrained model (needs internet) and convert it into "
                     "the cache (SCALEGAN_CACHE, default ~/.cache/scalegan), where scalegan.load(NAME) finds it.")
     p.add_argument("src", nargs="?", help="foreign checkpoint file or folder")
@@ -30,6 +33,10 @@ def add_parser(sub) -> None:
     p.add_argument("--bn-eps", type=positive_float, default=1e-5, help="BigGAN-PyTorch: BN eps (1e-5 in its scripts)")
     p.add_argument("--sn-eps", type=positive_float, default=1e-6,
                    help="BigGAN-PyTorch: SN eps (1e-6 in its ImageNet scripts)")
+    p.add_argument("--class-centers", choices=["w_avg", "mean"], default="w_avg",
+                   help="StyleGAN2-ADA conditional pickles: the truncation centre of each class, w_avg (NVlabs' "
+                   "one average W: the same images as NVlabs' generator) or mean (each class's mean W over 4,096 "
+                   "seeded z, as scalegan-trained models track)")
     p.add_argument("--name", help="store the result in the cache under this pretrained name (see --list)")
     p.add_argument("--download", metavar="NAME", help="download pretrained NAME and convert it into the cache")
     p.add_argument("--list", action="store_true", help="list the named pretrained models and where they are")
@@ -59,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     options = {}
     if (fmt or detect_format(args.src)) == "biggan-pytorch":
         options = dict(bn_eps=args.bn_eps, sn_eps=args.sn_eps)
+    elif (fmt or detect_format(args.src)) == "stylegan2-ada-pytorch":
+        options = dict(class_centers=args.class_centers)
     G, info = convert(args.src, format=fmt, weights="G" if args.weights == "G" else "G_ema", **options)
     _check(G, args.device)
     save_converted(G, info, out, source=args.src, format=fmt)

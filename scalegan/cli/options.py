@@ -102,9 +102,9 @@ WEIGHTS = ("model", "G", "G_ema")
 def add_weights(p: argparse.ArgumentParser) -> None:
     """``--weights``: which generator of a checkpoint (``scalegan.load``'s ``weights``)."""
     p.add_argument("--weights", choices=WEIGHTS, default="model",
-                   help="which generator of a training checkpoint or BigGAN-PyTorch folder: model = the sampling "
-                   "one (the EMA one when there is one), G = the trained one, G_ema = the EMA one (BigGAN-PyTorch: "
-                   "G.pth when there is no G_ema.pth)")
+                   help="which generator of a training checkpoint, BigGAN-PyTorch folder or StyleGAN2-ADA network "
+                   "pickle: model = the sampling one (the EMA one when there is one), G = the trained one, G_ema = "
+                   "the EMA one (BigGAN-PyTorch: G.pth when there is no G_ema.pth; pickles: G when there is no G_ema)")
 
 
 def add_generator_source(p: argparse.ArgumentParser) -> None:

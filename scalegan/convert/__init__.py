@@ -1,13 +1,15 @@
-"""Converters from foreign BigGAN checkpoints to scalegan weights (``model.safetensors`` + ``config.json``).
+"""Converters from foreign GAN checkpoints to scalegan weights (``model.safetensors`` + ``config.json``).
 
 One file per format:
 
 - ``pytorch_pretrained_biggan``: the folders of huggingface's ``pytorch-pretrained-biggan`` port of DeepMind's
   BigGAN-deep TF-Hub modules (``pytorch_model.bin`` + ``config.json``; biggan-deep-128/256/512).
 - ``biggan_pytorch``: ajbrock/BigGAN-PyTorch generator state dicts (``G_ema.pth`` / ``G.pth``), ImageNet layout.
+- ``stylegan2_pkl``: NVlabs stylegan2-ada-pytorch network pickles (``*.pkl``: ``G_ema``, ``G``, ``D``).
 
-Foreign files are read with ``torch.load(weights_only=True)`` (no pickled code runs); unknown, missing or
-mis-shaped keys are errors that name them. ``scalegan.load`` converts on the fly; ``scalegan convert`` writes
+Foreign files are read with ``torch.load(weights_only=True)`` or, for network pickles, a restricted unpickler that
+rebuilds only tensors and plain containers: no pickled code runs. Unknown, missing or mis-shaped keys are errors
+that name them. ``scalegan.load`` converts on the fly; ``scalegan convert`` writes
 a weights folder once.
 """
 
@@ -23,10 +25,11 @@ from ..weights import ModelInfo, save_generator
 from .biggan_pytorch import convert_file
 from .common import ConvertError, check_keys, read_torch_file
 from .pytorch_pretrained_biggan import convert_folder
+from .stylegan2_pkl import convert_pickle
 
 __all__ = ["FORMATS", "ConvertError", "check_keys", "convert", "detect_format", "read_torch_file", "save_converted"]
 
-FORMATS = ("pytorch-pretrained-biggan", "biggan-pytorch")
+FORMATS = ("pytorch-pretrained-biggan", "biggan-pytorch", "stylegan2-ada-pytorch")
 
 
 def detect_format(path: str | os.PathLike) -> str | None:
@@ -43,6 +46,8 @@ def detect_format(path: str | os.PathLike) -> str | None:
             return "pytorch-pretrained-biggan"
         if p.suffix == ".pth":
             return "biggan-pytorch"
+        if p.suffix == ".pkl":
+            return "stylegan2-ada-pytorch"
     return None
 
 
@@ -51,8 +56,9 @@ def convert(path: str | os.PathLike, format: str | None = None, weights: str = "
     """A scalegan generator (eval mode) and its ``ModelInfo`` (ImageNet class names and WordNet ids for 1,000-class
     models) from a foreign checkpoint.
 
-    ``format``: one of ``FORMATS`` or None to detect it. ``weights``: for BigGAN-PyTorch folders, ``"G_ema"``
-    (default; falls back to ``G.pth`` when absent) or ``"G"``. ``options`` go to the format's converter.
+    ``format``: one of ``FORMATS`` or None to detect it. ``weights``: for BigGAN-PyTorch folders and StyleGAN2-ADA
+    network pickles, ``"G_ema"`` (default; falls back to ``G.pth`` / the pickle's ``G`` when absent) or ``"G"``.
+    ``options`` go to the format's converter (network pickles: ``class_centers``, see ``stylegan2_pkl``).
     """
     if not Path(path).exists():
         raise ConvertError(f"{path} does not exist")
@@ -61,9 +67,12 @@ def convert(path: str | os.PathLike, format: str | None = None, weights: str = "
         G = convert_folder(path, **options)
     elif format == "biggan-pytorch":
         G = convert_file(path, weights=weights, **options)
+    elif format == "stylegan2-ada-pytorch":
+        G = convert_pickle(path, weights=weights, **options)
     elif format is None:
         raise ConvertError(f"{path}: not a known foreign checkpoint (expected a pytorch-pretrained-biggan folder "
-                           "with pytorch_model.bin + config.json, or a BigGAN-PyTorch G_ema.pth / G.pth)")
+                           "with pytorch_model.bin + config.json, a BigGAN-PyTorch G_ema.pth / G.pth, or a "
+                           "stylegan2-ada-pytorch network .pkl)")
     else:
         raise ConvertError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
     imagenet_model = G.config.n_classes == imagenet.N_CLASSES

@@ -230,8 +230,7 @@ class SynthesisLayer(nn.Module):
                                 dtype=x.dtype) * self.noise_strength.to(x.dtype)
         elif noise_mode == "const":
             x = x + (self.noise_const * self.noise_strength).to(x.dtype)
-        clamp = self.conv_clamp * math.sqrt(2) if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, "lrelu", clamp=clamp)
+        return bias_act(x, self.bias, "lrelu", clamp=self.conv_clamp)  # clamped after the activation's gain
 
 
 class ToRGBLayer(nn.Module):
