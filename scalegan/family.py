@@ -9,7 +9,12 @@ training objective, and the hooks that sampling, serving and export use, so that
 - ``fold(G, truncation, dtype)``: an optional inference-only module with the same ``(z, y)`` function;
 - ``recalibrate(G, n_batches, batch_size, seed, truncation)``: optional "standing statistics";
 - ``map_latents(G, latents, y, truncation)``: optional: the space interpolation and style mixing work in (StyleGAN2:
-  W), accepted back by ``G``.
+  W), accepted back by ``G``;
+- ``export(G, truncation)``: optional: an eval-mode, float32 module ``(z, y) -> images`` (``(z)`` for an
+  unconditional model) that ``torch.onnx.export`` can trace with a dynamic batch: spectral norm folded, no random
+  noise, no per-sample grouped convolutions. Its attribute ``truncation_baked`` is True when the graph holds
+  ``truncation`` (StyleGAN2's psi in W, BigGAN-deep's truncation-indexed statistics), False when truncation only
+  shapes the latents the caller draws.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Family:
     fold: Callable[..., Any] | None = None
     recalibrate: Callable[..., None] | None = None
     map_latents: Callable[..., Any] | None = None
+    export: Callable[..., Any] | None = None
     about: str = ""
 
     def make_config(self, data: dict):

@@ -11,6 +11,9 @@ What is done once, at build time (``fast_generator``):
   NHWC pixels on CPU; 1x1 convs as matrix products at small spatial sizes, oneDNN convolutions at larger ones
   (channels_last memory format throughout); optional bf16.
 
+``traceable=True`` (with ``channels_last=False``) keeps every step out of place and free of per-image loops, so
+that ``torch.onnx.export`` traces one graph for every batch size (``scalegan.export``).
+
 The float32 result equals the reference path to float rounding (tested: <= 1e-5); ``G`` is not modified.
 """
 
@@ -68,9 +71,10 @@ class UpsampleConv(nn.Module):
     16 instead of 36 multiply-adds per input pixel and output channel; the phases are then interleaved.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, traceable: bool = False):
         super().__init__()
         out_ch = weight.shape[0]
+        self.traceable = traceable
         # rows[a][k]: which 3x3 taps (by index 0..2) fold into tap k of phase a's 2x2 kernel
         rows = {0: ([0], [1, 2]), 1: ([0, 1], [2])}
         phases = []
@@ -88,6 +92,11 @@ class UpsampleConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         y = F.conv2d(x, self.weight, self.bias, padding=1)  # [N, 4 * out, H + 1, W + 1]
+        if self.traceable:  # interleave by a reshape: no buffer written in place
+            phases = [y[:, p * self.out_ch:(p + 1) * self.out_ch, a:a + h, b:b + w]
+                      for p, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1)))]
+            out = torch.stack(phases, 2).unflatten(2, (2, 2))  # [N, out, a, b, H, W]
+            return out.permute(0, 1, 4, 2, 5, 3).reshape(n, self.out_ch, 2 * h, 2 * w)
         layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         out = torch.empty(n, self.out_ch, 2 * h, 2 * w, dtype=y.dtype, device=y.device, memory_format=layout)
         for phase, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
@@ -99,9 +108,12 @@ class FastGeneratorDeep(nn.Module):
     """Inference-only BigGAN-deep generator with folded weights; build it with ``fast_generator``."""
 
     def __init__(self, G: nn.Module, truncation: float | None = None, interpolation: str | None = None,
-                 dtype: torch.dtype | None = None, channels_last: bool = True):
+                 dtype: torch.dtype | None = None, channels_last: bool = True, traceable: bool = False):
         super().__init__()
         cfg = self.config = G.config
+        if traceable and channels_last:
+            raise ValueError("the traceable fast path needs channels_last=False (its attention loops per image)")
+        self.traceable = traceable
         interpolation = interpolation or getattr(G, "stats_interpolation", "port")
         self.channels_last = channels_last
         self.dtype = dtype or torch.float32
@@ -151,7 +163,7 @@ class FastGeneratorDeep(nn.Module):
             m.conv0, m.conv1, m.conv2, m.conv3 = (plain(c) for c in (block.conv0, block.conv1, block.conv2,
                                                                    block.conv3))
             if block.upsample:
-                m.conv1 = UpsampleConv(_folded(block.conv1), block.conv1.bias).to(**conv)
+                m.conv1 = UpsampleConv(_folded(block.conv1), block.conv1.bias, traceable).to(**conv)
             if block.se is not None:
                 raise NotImplementedError("the fast path does not cover squeeze-and-excitation blocks (g_se)")
             self.blocks.append(m)
@@ -215,7 +227,9 @@ class FastGeneratorDeep(nn.Module):
             h = block.conv2(bn_relu(h))
             h = block.conv3(bn_relu(h))
             skip = x[:, : block.out_ch]
-            if block.upsample:  # add the nearest-upsampled skip by broadcasting, without materialising it
+            if block.upsample and self.traceable:
+                h = h + F.interpolate(skip, scale_factor=2, mode="nearest")
+            elif block.upsample:  # add the nearest-upsampled skip by broadcasting, without materialising it
                 n_, c_, hh, ww = skip.shape
                 h.view(n_, c_, hh, 2, ww, 2).add_(skip[:, :, :, None, :, None])
             else:
@@ -253,7 +267,8 @@ class FastGeneratorDeep(nn.Module):
 
 
 def fast_generator(G: nn.Module, truncation: float | None = None, interpolation: str | None = None,
-                   dtype: torch.dtype | None = None, channels_last: bool = True) -> FastGeneratorDeep:
+                   dtype: torch.dtype | None = None, channels_last: bool = True,
+                   traceable: bool = False) -> FastGeneratorDeep:
     """A fast, inference-only copy of BigGAN-deep generator ``G`` for one truncation.
 
     ``truncation``: whose BN statistics to use when ``G`` stores them per truncation (``n_stats > 0``; None =
@@ -261,10 +276,11 @@ def fast_generator(G: nn.Module, truncation: float | None = None, interpolation:
     ``models.layers.truncation_row``); ``dtype``: ``torch.bfloat16`` for bf16 convolutions (the conditioning
     matmuls stay float32), ``"auto"`` for bf16 where the device computes it natively (float32 elsewhere), None
     for float32 (an explicit bf16 where it is emulated warns); ``channels_last``: NHWC activations, faster on CPU
-    and GPU. Build it on ``G``'s device.
+    and GPU; ``traceable``: out-of-place steps only, for ONNX export (needs ``channels_last=False``). Build it on
+    ``G``'s device.
     """
     if getattr(G.config, "family", None) != "biggan-deep":
         raise NotImplementedError(f"the fast path covers BigGAN-deep generators, got {type(G).__name__}")
     dtype = inference_dtype(dtype, next(G.parameters()).device)
-    fast = FastGeneratorDeep(G, truncation, interpolation, dtype, channels_last)
+    fast = FastGeneratorDeep(G, truncation, interpolation, dtype, channels_last, traceable)
     return fast.to(next(G.parameters()).device).eval()

@@ -7,14 +7,21 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DIST_NAME = {"PIL": "pillow"}  # import name -> distribution name, where they differ
+DIST_NAME = {"PIL": "pillow", "imageio_ffmpeg": "imageio-ffmpeg"}  # import name -> distribution, where they differ
+# Modules that only run with an extra installed (path prefix -> extra): their imports may come from that extra.
+EXTRA_MODULES = {"scalegan/serve/": "serve", "scalegan/cli/serve.py": "serve"}
+
+
+def _declared(text: str, pattern: str) -> set[str]:
+    block = re.search(pattern, text, re.S | re.M).group(1)
+    return {re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].lower() for d in re.findall(r'"([^"]+)"', block)}
 
 
 def test_every_third_party_import_is_a_runtime_dependency():
     text = (ROOT / "pyproject.toml").read_text()  # (tomllib is Python 3.11+; the package supports 3.10)
-    block = re.search(r"^dependencies = \[(.*?)\]", text, re.S | re.M).group(1)
-    declared = {re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].lower() for d in re.findall(r'"([^"]+)"', block)}
+    declared = _declared(text, r"^dependencies = \[(.*?)\]")
     assert {"torch", "numpy"} <= declared, declared
+    extras = {extra: declared | _declared(text, rf"^{extra} = \[(.*?)\]") for extra in set(EXTRA_MODULES.values())}
     imported: dict[str, str] = {}
     for path in (ROOT / "scalegan").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -27,7 +34,11 @@ def test_every_third_party_import_is_a_runtime_dependency():
             for name in names:
                 top = name.split(".")[0]
                 if top != "scalegan" and top not in sys.stdlib_module_names:
-                    imported.setdefault(DIST_NAME.get(top, top).lower(), str(path.relative_to(ROOT)))
+                    imported.setdefault((DIST_NAME.get(top, top).lower(), path.relative_to(ROOT).as_posix()), None)
     assert imported, "no imports found: the scan is broken"
-    missing = {dist: where for dist, where in imported.items() if dist not in declared}
-    assert not missing, f"imported but not declared in [project] dependencies: {missing}"
+    missing = {}
+    for dist, where in imported:
+        extra = next((e for prefix, e in EXTRA_MODULES.items() if where.startswith(prefix)), None)
+        if dist not in (extras[extra] if extra else declared):
+            missing[dist] = f"{where} (declare it in {'the ' + extra + ' extra' if extra else 'dependencies'})"
+    assert not missing, f"imported but not declared: {missing}"

@@ -1,4 +1,5 @@
-"""The ``scalegan`` command: ``train``, ``sample``, ``info``, ``convert``, ``eval``, ``train-classifier``.
+"""The ``scalegan`` command: ``train``, ``sample``, ``info``, ``convert``, ``eval``, ``train-classifier``, ``export``,
+``serve``.
 
 Shared options (device, generator source, sampling, reference set, outputs) come from ``cli/options.py``, so a
 flag name means one thing in every subcommand (README: "Command-line flags"). Bad input is one error line, exit
@@ -13,7 +14,7 @@ import warnings
 import torch
 
 from ..utils import __version__
-from . import convert, eval, info, sample, train
+from . import convert, eval, export, info, sample, serve, train
 from .options import parse_overrides
 
 
@@ -35,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_parser(sub)
     eval.add_eval_parser(sub)
     eval.add_train_classifier_parser(sub)
+    export.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 

@@ -119,12 +119,17 @@ def add_sampling(p: argparse.ArgumentParser, n_default: int | None) -> None:
     (through ``scalegan.sample``, the same draws for the same values in every command)."""
     p.add_argument("--n", type=positive_int, default=n_default, help="number of images to generate")
     p.add_argument("--seed", type=any_int, default=0, help="the same seed gives the same images")
-    p.add_argument("--truncation", type=positive_float, default=None, help="truncation, e.g. 0.5; default: none")
+    add_truncation(p, "truncation, e.g. 0.5; default: none")
     p.add_argument("--truncation-mode", choices=TRUNCATION_MODES, default=None,
                    help="resample: redraw |z| entries above the threshold (the paper's trick); scale: truncation * "
                    "truncnorm(-2, 2) (pytorch-pretrained-biggan). Default: the model's own (scale for converted "
                    "BigGAN-deep, whose BN statistics assume it; resample otherwise)")
     add_max_batch(p)
+
+
+def add_truncation(p: argparse.ArgumentParser, help: str) -> None:
+    """``--truncation``: a number > 0, default none (sampling: how z is drawn; export: what the file is made for)."""
+    p.add_argument("--truncation", type=positive_float, default=None, help=help)
 
 
 def add_max_batch(p: argparse.ArgumentParser) -> None:

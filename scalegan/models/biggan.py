@@ -24,6 +24,7 @@ from .layers import (
     SNLinear,
     SqueezeExcite,
     embed_classes,
+    fold_spectral_norm,
     init_weights,
     projection_logits,
     sn_conv,
@@ -261,8 +262,16 @@ class Discriminator(nn.Module):
         return projection_logits(h, self.linear, self.embed, y)
 
 
+def export_module(G: Generator, truncation: float | None = None) -> nn.Module:
+    """The module ONNX export traces: an eval-mode float32 copy of ``G`` with spectral norm folded into plain
+    weights. Truncation acts on z, which the caller draws, so the graph does not hold it."""
+    folded = fold_spectral_norm(G).float()
+    folded.truncation_baked = False
+    return folded
+
+
 FAMILY = register(Family(
     name="biggan", config=BigGANConfig, generator=Generator, discriminator=Discriminator, objective=BigGANObjective,
-    draw_latents=draw_z, truncation_modes=("resample", "scale"), recalibrate=standing_stats,
+    draw_latents=draw_z, truncation_modes=("resample", "scale"), recalibrate=standing_stats, export=export_module,
     about="BigGAN: residual up/down blocks, shared class embedding, hierarchical z (BigGAN-PyTorch layout)",
 ))

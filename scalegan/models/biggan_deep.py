@@ -265,11 +265,19 @@ class DiscriminatorDeep(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- the family
+def export_module(G: GeneratorDeep, truncation: float | None = None) -> nn.Module:
+    """The module ONNX export traces: the folded float32 generator of ``fast_generator`` (spectral norm folded, the
+    BN statistics of ``truncation`` fixed) on its plain path, which traces with a dynamic batch."""
+    folded = fast_generator(G, truncation, dtype=torch.float32, channels_last=False, traceable=True)
+    folded.truncation_baked = bool(G.config.n_stats)  # otherwise truncation acts on z only
+    return folded
+
+
 FAMILY = register(Family(
     name="biggan-deep", config=BigGANDeepConfig, generator=GeneratorDeep, discriminator=DiscriminatorDeep,
     objective=BigGANObjective, draw_latents=draw_z,
     # The TF-Hub statistics per truncation were computed for z = truncation * truncnorm(-2, 2).
     truncation_mode=lambda config: "scale" if config.n_stats else "resample",
-    truncation_modes=("resample", "scale"), fold=fast_generator, recalibrate=standing_stats,
+    truncation_modes=("resample", "scale"), fold=fast_generator, recalibrate=standing_stats, export=export_module,
     about="BigGAN-deep: bottleneck blocks; TF-Hub / pytorch-pretrained-biggan layout",
 ))

@@ -9,6 +9,7 @@ iteration always runs in float32, outside autocast.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -78,6 +79,37 @@ class SNEmbedding(nn.Embedding, SpectralNorm):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return embed_classes(y, self.sn_weight())
+
+
+@torch.no_grad()
+def fold_spectral_norm(module: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``module`` whose spectrally normalised layers are plain ``nn.Conv2d`` / ``nn.Linear`` /
+    ``nn.Embedding`` layers holding their eval-mode normalised weight (``sn_weight()``) as a constant: the same
+    function, without the power iteration (which an ONNX graph cannot hold). ``module`` is not modified."""
+    folded = copy.deepcopy(module).eval()
+    for parent in list(folded.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, SpectralNorm):
+                setattr(parent, name, _plain_layer(child))
+    return folded
+
+
+def _plain_layer(m: nn.Module) -> nn.Module:
+    """The plain layer with ``m``'s eval-mode normalised weight (``m`` is in eval mode)."""
+    if isinstance(m, SNConv2d):
+        out = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
+                        bias=m.bias is not None, padding_mode=m.padding_mode)
+    elif isinstance(m, SNLinear):
+        out = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+    elif isinstance(m, SNEmbedding):
+        out = nn.Embedding(m.num_embeddings, m.embedding_dim)
+    else:
+        raise NotImplementedError(f"no plain layer for {type(m).__name__}")
+    out = out.to(device=m.weight.device, dtype=m.weight.dtype)
+    out.weight.copy_(m.sn_weight())
+    if getattr(m, "bias", None) is not None:
+        out.bias.copy_(m.bias)
+    return out.eval()
 
 
 def embed_classes(y: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

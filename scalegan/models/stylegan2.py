@@ -13,6 +13,7 @@ G 20,215,315 and D 23,089,664 trainable parameters; with ``paper256``, 24,767,45
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -92,7 +93,10 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, pad=
         x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1)).reshape(n, c, h * up, w * up)
     x = F.pad(x, [max(p, 0) for p in pad])
     x0, x1, y0, y1 = (max(-p, 0) for p in pad)
-    x = x[:, :, y0:x.shape[2] - y1, x0:x.shape[3] - x1]
+    if x0 or x1 or y0 or y1:
+        x = x[:, :, y0:x.shape[2] - y1, x0:x.shape[3] - x1]
+    if torch.jit.is_tracing():  # an exported graph needs the kernel's shape as a constant: channels never vary
+        c = int(c)
     weight = (f * gain).to(x.dtype)[None, None].repeat(c, 1, 1, 1)
     x = F.conv2d(x, weight, groups=c)
     return x[:, :, ::down, ::down] if down > 1 else x
@@ -381,7 +385,7 @@ class Generator(nn.Module):
         cfg = self.config
         if z.dim() != 2 or z.shape[1] != cfg.z_dim:
             raise ValueError(f"z must be [N, {cfg.z_dim}], got {list(z.shape)}")
-        c = self.one_hot(y, len(z))
+        c = self.one_hot(y, z.shape[0])
         ws = self.mapping(z, c)[:, None].repeat(1, cfg.num_ws, 1)
         if mix is not None:
             z2, cutoff = mix
@@ -391,7 +395,7 @@ class Generator(nn.Module):
         if truncation is not None and truncation != 1:
             center = self.mapping.w_avg if c is None else c @ self.mapping.w_avg_class
             cut = cfg.truncation_cutoff or cfg.num_ws
-            center = center.to(ws.dtype).expand(len(ws), -1)[:, None]
+            center = center.to(ws.dtype).expand(ws.shape[0], -1)[:, None]
             ws = torch.cat([center.lerp(ws[:, :cut], truncation), ws[:, cut:]], 1)
         return ws
 
@@ -514,9 +518,25 @@ def map_latents(G: Generator, z: torch.Tensor, y: torch.Tensor | None, truncatio
     return G.map(z.to(device), y.to(device) if y is not None else None, truncation).cpu()
 
 
+class ExportGenerator(nn.Module):
+    """``G(z, y)`` in eval mode at one truncation psi, with constant noise and the modulated convolutions in the form
+    that scales activations (the grouped form fixes the batch size in a traced graph): what ONNX export traces."""
+
+    truncation_baked = True
+
+    def __init__(self, G: Generator, truncation: float | None = None):
+        super().__init__()
+        self.G = copy.deepcopy(G).float().eval()
+        self.config = G.config
+        self.truncation = truncation
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.G(z, y, truncation=self.truncation, noise_mode="const", fused=False)
+
+
 FAMILY = register(Family(
     name="stylegan2", config=StyleGAN2Config, generator=Generator, discriminator=Discriminator,
     objective=StyleGAN2Objective, draw_latents=draw_z, truncation_mode=lambda config: "w",
-    truncation_modes=("w",), map_latents=map_latents,
+    truncation_modes=("w",), map_latents=map_latents, export=ExportGenerator,
     about="StyleGAN2 (stylegan2-ada semantics): mapping network, modulated convolutions, skip G, resnet/orig D",
 ))

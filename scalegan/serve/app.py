@@ -1,0 +1,366 @@
+"""The HTTP API and its page: ``create_app(models, settings)`` -> a FastAPI app (OpenAPI at ``/docs``).
+
+``GET /health``, ``GET /v1/models``, ``POST /v1/generate`` (PNG grid, NPZ or JSON), ``POST /v1/interpolate`` (GIF or
+MP4) and the page at ``/``. Every bad input is a 4xx JSON body ``{"error": message, "field": name}`` whose message
+says what to send instead. Generation runs through one ``Batcher`` (scalegan/serve/batcher.py), never on the event
+loop; encoding runs in a worker thread too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import io
+import ipaddress
+import json
+import math
+import os
+import tempfile
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..sampling import make_grid
+from .batcher import Batcher, Job, QueueFull
+from .models import RequestError, ServedModel
+
+PAGE = Path(__file__).with_name("page.html")
+Class = int | str
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the server runs (``scalegan serve``'s flags)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None  # bearer token checked on every /v1 call; required off loopback
+    max_batch: int = 100  # most images per forward pass
+    max_wait_ms: float = 10.0  # how long the oldest request waits for others to share its forward
+    queue_size: int = 64  # requests waiting for a forward; beyond it: 429
+    timeout: float = 60.0  # seconds a request may wait and run; beyond it: 504
+    max_body: int = 64 * 1024  # request body bytes; beyond it: 413
+    max_n: int = 64  # images per generate request
+    max_steps: int = 64  # interpolation frames
+
+    def check(self) -> None:
+        """A server reachable from other machines needs a token."""
+        if not is_loopback(self.host) and not self.token:
+            raise ValueError(f"--host {self.host} is reachable from other machines: pass --token SECRET (or set "
+                             "SCALEGAN_TOKEN); clients then send `Authorization: Bearer SECRET`")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------- request bodies
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model: str | None = Field(None, description="a name from GET /v1/models (default: the first model)")
+    class_: Class | list[Class] | None = Field(None, alias="class", description="class index, name or WordNet id; "
+                                               "a list: n images of each, one grid row per class; none: random")
+    n: int = Field(1, description="images (per class when class is a list)")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="the same seed gives the same images; "
+                             "none: a random seed, reported back")
+    truncation: float | None = Field(None, description="> 0; BigGAN: threshold of z, StyleGAN2: psi; none: off")
+    truncation_mode: Literal["resample", "scale", "w"] | None = Field(None, description="default: the model's own")
+    format: Literal["png", "npz", "json"] = Field("png", description="png: one grid; npz / json: images + latents")
+    nrow: int | None = Field(None, ge=1, le=64, description="images per grid row")
+
+
+class InterpolateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model: str | None = None
+    kind: Literal["seed", "class"] = Field("seed", description="seed: latent of seed_a to seed_b at one class; "
+                                           "class: class_a to class_b at the latent of seed_a")
+    class_: Class | None = Field(None, alias="class", description="kind seed: the class (none: seed_a's)")
+    class_a: Class | None = None
+    class_b: Class | None = None
+    seed_a: int = Field(0, ge=0, le=2**63 - 1)
+    seed_b: int = Field(1, ge=0, le=2**63 - 1)
+    steps: int = Field(16, description="frames from A to B (played forth and back)")
+    truncation: float | None = None
+    format: Literal["gif", "mp4"] = "gif"
+    fps: int = Field(12, ge=1, le=60)
+
+
+# --------------------------------------------------------------------------------------------- the app
+class Server:
+    """The models, the batcher and the request logic behind the routes."""
+
+    def __init__(self, models: dict[str, ServedModel], settings: ServeSettings):
+        if not models:
+            raise ValueError("serve at least one model")
+        self.models, self.settings = models, settings
+        self.batcher = Batcher(self._forward, settings.max_batch, settings.max_wait_ms, settings.queue_size)
+
+    def _forward(self, key, latents, labels):
+        name, truncation, _kind = key
+        return self.models[name].forward(latents, labels, truncation)
+
+    def model(self, name: str | None) -> ServedModel:
+        if name is None:
+            return next(iter(self.models.values()))
+        if name not in self.models:
+            raise RequestError(f"unknown model {name!r}: use one of {', '.join(map(repr, self.models))} "
+                               "(GET /v1/models)", "model", status=404)
+        return self.models[name]
+
+    async def run(self, served: ServedModel, truncation, kind: str, latents, labels) -> torch.Tensor:
+        """Images (uint8 [n, C, H, W]) through the batcher; a full queue is 429, a timeout 504."""
+        try:
+            return await self.batcher.run(Job((served.name, truncation, kind), latents, labels),
+                                          self.settings.timeout)
+        except QueueFull as e:
+            raise RequestError(f"{e}; or lower the request rate", None, 429,
+                               {"Retry-After": str(e.retry_after)}) from None
+        except asyncio.TimeoutError:
+            raise RequestError(f"the request did not finish within {self.settings.timeout:g} s (the server is "
+                               "busy): retry later or ask for fewer images", None, 504, {"Retry-After": "1"}) from None
+
+    def check_count(self, value: int, field: str, low: int, high: int) -> int:
+        if not low <= value <= high:
+            raise RequestError(f"{field} must be {low}..{high}, got {value}" + (
+                f" (at most {self.settings.max_n} images per request)" if field == "n" else ""), field)
+        return value
+
+
+def create_app(models: dict, settings: ServeSettings | None = None) -> FastAPI:
+    """The app serving ``models``: name -> ``(G, ModelInfo)`` (as ``scalegan.load`` returns) or ``ServedModel``."""
+    settings = settings or ServeSettings()
+    settings.check()
+    served = {name: m if isinstance(m, ServedModel) else ServedModel(name, *m) for name, m in models.items()}
+    server = Server(served, settings)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        server.batcher.close()
+
+    app = FastAPI(title="scalegan", description="Generate images from BigGAN, BigGAN-deep and StyleGAN2 models.",
+                  lifespan=lifespan)
+    app.state.server = server
+    app.add_middleware(BodyLimit, limit=settings.max_body)
+    _add_error_handlers(app)
+    _add_routes(app, server)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, e: RequestError):
+        return JSONResponse({"error": str(e), "field": e.field}, e.status, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, e: RequestValidationError):
+        problems = []
+        for err in e.errors():
+            where = ".".join(str(x) for x in err["loc"] if x != "body") or "body"
+            problems.append(f"{where}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err and
+                                                        not isinstance(err["input"], dict) else ""))
+        first = next((str(x) for x in e.errors()[0]["loc"] if x != "body"), None) if e.errors() else None
+        return JSONResponse({"error": "; ".join(problems) + " (request schema: /docs)", "field": first,
+                             "detail": jsonable_errors(e.errors())}, 422)
+
+
+def jsonable_errors(errors) -> list[dict]:
+    return [{"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in errors]
+
+
+def _add_routes(app: FastAPI, server: Server) -> None:
+    auth = [Depends(_token_check(server.settings.token))]
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/health")
+    async def health():
+        b, token = server.batcher, bool(server.settings.token)
+        names = {} if token else {"models": list(server.models)}  # behind a token, names come from /v1/models
+        return {"status": "ok", **names, "queued": b.queued, "forwards": b.forwards, "images": b.images,
+                "token_required": token}
+
+    @app.get("/v1/models", dependencies=auth)
+    async def list_models():
+        return {"models": [m.describe() for m in server.models.values()],
+                "limits": {"max_n": server.settings.max_n, "max_steps": server.settings.max_steps,
+                           "max_batch": server.settings.max_batch}}
+
+    @app.post("/v1/generate", dependencies=auth, response_class=Response,
+              responses={200: {"content": {"image/png": {}, "application/json": {}, "application/x-npz": {}},
+                               "description": "a PNG grid, or the images and latents (npz / json)"}})
+    async def generate(body: GenerateRequest):
+        return await _generate(server, body)
+
+    @app.post("/v1/interpolate", dependencies=auth, response_class=Response,
+              responses={200: {"content": {"image/gif": {}, "video/mp4": {}}, "description": "the animation"}})
+    async def interpolate(body: InterpolateRequest):
+        return await _interpolate(server, body)
+
+
+def _token_check(token: str | None):
+    async def check(request: Request) -> None:
+        if not token:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise RequestError("missing or wrong token: send the header `Authorization: Bearer TOKEN` with the "
+                               "server's --token (SCALEGAN_TOKEN)", "authorization", 401,
+                               {"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+# --------------------------------------------------------------------------------------------- generate
+async def _generate(server: Server, body: GenerateRequest) -> Response:
+    served = server.model(body.model)
+    truncation = served.check_truncation(body.truncation)
+    classes = body.class_ if isinstance(body.class_, list) else None if body.class_ is None else [body.class_]
+    if classes is not None and not classes:
+        raise RequestError("class is an empty list: give at least one class, or leave it out", "class")
+    per_class = len(classes) if classes else 1
+    if per_class > server.settings.max_n:
+        raise RequestError(f"at most {server.settings.max_n} classes per request, got {per_class}", "class")
+    server.check_count(body.n, "n", 1, server.settings.max_n // per_class)
+    labels = None
+    if classes is not None:
+        labels = torch.tensor([served.label(c) for c in classes]).repeat_interleave(body.n)
+    seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
+    latents, labels = served.draw(body.n * per_class, labels, truncation, seed, body.truncation_mode)
+    images = await server.run(served, truncation, "z", latents, labels)
+    nrow = body.nrow or (body.n if classes and len(classes) > 1 else min(body.n, 8))
+    meta = {"model": served.name, "seed": seed, "truncation": truncation,
+            "classes": labels.tolist() if labels is not None else None}
+    content, media = await asyncio.to_thread(_encode_images, body.format, images, latents, meta, nrow)
+    headers = {"X-Seed": str(seed), "Content-Disposition": f'inline; filename="{served.name}-{seed}.{body.format}"'}
+    return Response(content, media_type=media, headers=headers)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _encode_images(fmt: str, images: torch.Tensor, latents: torch.Tensor, meta: dict, nrow: int):
+    hwc = images.permute(0, 2, 3, 1).numpy()
+    if fmt == "png":
+        return _png(make_grid(images, nrow=nrow)), "image/png"
+    if fmt == "npz":
+        buffer = io.BytesIO()
+        y = np.array(meta["classes"] if meta["classes"] is not None else [], dtype=np.int64)
+        np.savez(buffer, x=hwc, y=y, latents=latents.numpy(), seed=np.int64(meta["seed"]),
+                 truncation=np.float64(meta["truncation"] if meta["truncation"] is not None else math.nan))
+        return buffer.getvalue(), "application/x-npz"
+    pngs = ["data:image/png;base64," + base64.b64encode(_png(a)).decode() for a in hwc]
+    return json.dumps({**meta, "images": pngs, "latents": latents.tolist()}).encode(), "application/json"
+
+
+# --------------------------------------------------------------------------------------------- interpolate
+async def _interpolate(server: Server, body: InterpolateRequest) -> Response:
+    served = server.model(body.model)
+    truncation = served.check_truncation(body.truncation)
+    steps = server.check_count(body.steps, "steps", 2, server.settings.max_steps)
+    t = torch.linspace(0, 1, steps)
+    if body.kind == "seed":
+        y = None if body.class_ is None else torch.tensor([served.label(body.class_)])
+        z0, y = served.draw(1, y, truncation, body.seed_a)
+        z1, _ = served.draw(1, y, truncation, body.seed_b)
+        w0, kind = served.to_w(z0, y, truncation)
+        w1, _ = served.to_w(z1, y, truncation)
+        latents = torch.lerp(w0, w1, t.view(-1, *[1] * (w0.dim() - 1)))
+        labels = y.expand(steps).clone() if y is not None else None
+    else:
+        if not served.conditional:
+            raise RequestError(f"model {served.name!r} is unconditional: use kind \"seed\"", "kind")
+        missing = [f for f in ("class_a", "class_b") if getattr(body, f) is None]
+        if missing:
+            raise RequestError(f"kind \"class\" needs class_a and class_b (missing: {', '.join(missing)})",
+                               missing[0])
+        a, b = served.label(body.class_a, "class_a"), served.label(body.class_b, "class_b")
+        z, _ = served.draw(1, torch.tensor([a]), truncation, body.seed_a)
+        latents, kind = z.expand(steps, -1).clone(), "z-soft"
+        labels = torch.zeros(steps, served.info.n_classes)
+        labels[:, a] += 1 - t
+        labels[:, b] += t
+    images = await server.run(served, truncation, kind, latents, labels)
+    content, media = await asyncio.to_thread(_encode_animation, body.format, images, body.fps)
+    name = f"{served.name}-{body.kind}.{body.format}"
+    return Response(content, media_type=media, headers={"Content-Disposition": f'inline; filename="{name}"'})
+
+
+def _encode_animation(fmt: str, images: torch.Tensor, fps: int) -> tuple[bytes, str]:
+    """Frames A -> B -> A as a looping GIF (PIL) or an H.264 MP4 (imageio's bundled ffmpeg)."""
+    frames = list(images.permute(0, 2, 3, 1).numpy())
+    frames = frames + frames[-2:0:-1]
+    if fmt == "gif":
+        pil = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in frames]
+        buffer = io.BytesIO()
+        pil[0].save(buffer, format="GIF", save_all=True, append_images=pil[1:], duration=round(1000 / fps), loop=0)
+        return buffer.getvalue(), "image/gif"
+    import imageio.v2 as imageio
+
+    h, w, c = frames[0].shape
+    H, W = -(-h // 16) * 16, -(-w // 16) * 16  # H.264 in yuv420p: sizes in macro blocks of 16
+    padded = [np.pad(np.repeat(f, 3, -1) if c == 1 else f, ((0, H - h), (0, W - w), (0, 0)), mode="edge")
+              for f in frames]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "interpolation.mp4")
+        with imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
+                                macro_block_size=16, ffmpeg_log_level="error") as writer:
+            for f in padded:
+                writer.append_data(f)
+        return Path(path).read_bytes(), "video/mp4"
+
+
+# --------------------------------------------------------------------------------------------- body limit
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 before the app reads it (by its
+    Content-Length, or while counting a chunked body)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._reject(send)
+        messages, size = [], 0
+        while True:  # bodies are small (JSON): read it whole, counting, then replay it to the app
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                return await self._reject(send)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _reject(self, send):
+        response = JSONResponse({"error": f"request body over {self.limit} bytes: send a smaller JSON body",
+                                 "field": None}, 413)
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})

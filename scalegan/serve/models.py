@@ -1,0 +1,139 @@
+"""What the server knows about one served model: its names, classes and truncation range, the module that runs its
+forward (the family's folded inference module where one exists), and the inputs of a request (latents drawn from
+the request's own seed, exactly as ``scalegan.sample`` draws them)."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..family import get_family
+from ..pretrained import PRETRAINED
+from ..sampling import draw, resolve_class, resolve_truncation_mode
+from ..utils import to_uint8
+from ..weights import ModelInfo
+
+
+class RequestError(ValueError):
+    """Bad input in a request: ``field`` names it, the message says how to fix it; ``status`` is the HTTP code."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 422, headers: dict | None = None):
+        super().__init__(message)
+        self.field, self.status, self.headers = field, status, headers or {}
+
+
+@dataclass(eq=False)
+class ServedModel:
+    """A generator the server runs. ``backend``: ``"torch"`` (a later ``"onnx"`` backend supplies ``forward``)."""
+
+    name: str
+    G: nn.Module
+    info: ModelInfo
+    backend: str = "torch"
+    max_folds: int = 4  # folded modules kept (models with per-truncation statistics need one per truncation)
+    _folds: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    @property
+    def family(self):
+        return get_family(self.G)
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.info.n_classes)
+
+    def describe(self) -> dict:
+        """The ``GET /v1/models`` entry."""
+        info = self.info
+        return {"name": self.name, "family": info.family, "resolution": info.resolution,
+                "n_classes": info.n_classes, "classes": list(info.class_names), "class_ids": list(info.class_ids),
+                "imagenet": bool(info.class_ids), "truncation": self.truncation_range(), "backend": self.backend,
+                "source": str(info.source)}
+
+    def truncation_range(self) -> dict:
+        """What ``truncation`` means for this model and the range a slider should offer (any value > 0 is taken)."""
+        if self.family.map_latents is not None:  # StyleGAN2: psi in W
+            return {"min_exclusive": 0.0, "max": None, "default": None, "slider": [0.05, 1.0], "none_means": 1.0,
+                    "meaning": "psi: W is pulled towards the average W (1 = none, < 1 = closer to the average)"}
+        mode = resolve_truncation_mode(self.G)
+        stats = bool(getattr(self.G.config, "n_stats", 0))
+        return {"min_exclusive": 0.0, "max": None, "default": None, "slider": [0.02, 1.0 if stats else 2.0],
+                "none_means": None, "mode": mode, "meaning": "threshold of z (smaller = more typical, less varied)"
+                + ("; also selects the BN statistics (values above 1 use those of 1)" if stats else "")}
+
+    # ------------------------------------------------------------------ requests -> inputs
+    def check_truncation(self, truncation: float | None) -> float | None:
+        if truncation is None:
+            return None
+        if not (math.isfinite(truncation) and truncation > 0):
+            raise RequestError(f"truncation must be a finite number > 0 (e.g. 0.5), or null for none; got "
+                               f"{truncation}", "truncation")
+        return float(truncation)
+
+    def label(self, value, field_name: str = "class") -> int:
+        """A class index from an index, a name or (ImageNet models) a WordNet id; errors suggest close names."""
+        if not self.conditional:
+            raise RequestError(f"model {self.name!r} is unconditional: leave out {field_name!r}", field_name)
+        try:
+            return resolve_class(value, self.info.class_names, self.info.n_classes)
+        except (KeyError, ValueError) as e:
+            raise RequestError(str(e.args[0]) if e.args else str(e), field_name) from None
+
+    def draw(self, n: int, labels, truncation: float | None, seed: int, mode: str | None = None):
+        """Latents and labels of ``n`` images, from the request's own generator (``scalegan.sample``'s draw)."""
+        try:
+            return draw(self.G, n, labels, truncation, torch.Generator().manual_seed(seed), mode)
+        except ValueError as e:
+            raise RequestError(str(e), "truncation_mode" if "mode" in str(e) else None) from None
+
+    def to_w(self, latents: torch.Tensor, labels, truncation: float | None) -> tuple[torch.Tensor, str]:
+        """Latents in the space interpolation works in: W (StyleGAN2; kind "w") or z as they are (kind "z")."""
+        map_latents = self.family.map_latents
+        if map_latents is None:
+            return latents, "z"
+        return map_latents(self.G, latents, labels, truncation), "w"
+
+    # ------------------------------------------------------------------ forward (worker thread)
+    def module(self, truncation: float | None) -> nn.Module:
+        """G, or the family's folded inference module for ``truncation`` (kept for the last few truncations)."""
+        fold = self.family.fold
+        if fold is None:
+            return self.G
+        key = truncation if getattr(self.G.config, "n_stats", 0) else None
+        if key not in self._folds:
+            self._folds[key] = fold(self.G, truncation=key, dtype=None)
+            while len(self._folds) > self.max_folds:
+                self._folds.popitem(last=False)
+        self._folds.move_to_end(key)
+        return self._folds[key]
+
+    @torch.no_grad()
+    def forward(self, latents: torch.Tensor, labels: torch.Tensor | None, truncation: float | None) -> torch.Tensor:
+        """uint8 images [N, C, H, W] on the CPU. W latents (kind "w") skip the mapping, as ``G`` accepts them."""
+        device = next(self.G.parameters()).device
+        y = labels.to(device) if labels is not None else None
+        out = self.module(truncation)(latents.to(device), y, truncation=truncation)
+        return to_uint8(out).cpu()
+
+
+def model_names(sources: list[str]) -> list[str]:
+    """The name each source is served under: a pretrained name as it is, else the folder's basename (a
+    ``.safetensors`` file: its folder's, or its stem when not ``model``); a clash gets ``-2``, ``-3``..."""
+    names: list[str] = []
+    for source in sources:
+        path = Path(source)
+        if str(source) in PRETRAINED and not path.exists():
+            base = str(source)
+        elif path.suffix in (".safetensors", ".pkl", ".pth", ".bin") and path.is_file():
+            base = path.parent.resolve().name if path.stem in ("model", "G", "G_ema") else path.stem
+        else:
+            base = path.resolve().name or str(source)
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
