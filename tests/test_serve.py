@@ -22,7 +22,7 @@ from PIL import Image  # noqa: E402
 import scalegan  # noqa: E402
 from scalegan.cli import main  # noqa: E402
 from scalegan.serve.app import ServeSettings, create_app  # noqa: E402
-from scalegan.serve.models import ServedModel, model_names  # noqa: E402
+from scalegan.serve.models import OnnxServedModel, ServedModel, model_names  # noqa: E402
 from scalegan.weights import save_generator  # noqa: E402
 
 FMNIST = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
@@ -319,12 +319,82 @@ def test_request_timeout_is_504(loaded):
     assert client.post("/v1/generate", json={"seed": 0}).status_code == 200  # the worker lives on
 
 
+# --------------------------------------------------------------------------------------------- onnx backend
+@pytest.fixture(scope="module")
+def onnx_client(loaded, tmp_path_factory):
+    """The torch models and their exported files (BigGAN: truncation only shapes z; StyleGAN2: psi 0.5 baked)."""
+    from scalegan.export import export_onnx  # onnx and onnxruntime: the export extra, part of dev
+
+    root = tmp_path_factory.mktemp("onnx")
+    export_onnx(loaded["fmnist"][0], root / "fmnist.onnx", class_names=FMNIST)
+    export_onnx(loaded["style"][0], root / "style.onnx", truncation=0.5)
+    models = {"fmnist": loaded["fmnist"], "style": loaded["style"],
+              "fmnist-onnx": OnnxServedModel.from_file("fmnist-onnx", root / "fmnist.onnx"),
+              "style-onnx": OnnxServedModel.from_file("style-onnx", root / "style.onnx")}
+    with TestClient(create_app(models)) as c:
+        yield c, models
+
+
+@pytest.mark.parametrize("name,truncation", [("fmnist", 0.7), ("fmnist", None), ("style", 0.5)])
+def test_onnx_backend_gives_the_torch_backends_images(onnx_client, name, truncation):
+    client, models = onnx_client
+    body = {"class": 3, "n": 5, "seed": 11, "truncation": truncation, "format": "npz"}
+    torch_npz = npz(client.post("/v1/generate", json={**body, "model": name}))
+    onnx_npz = npz(client.post("/v1/generate", json={**body, "model": name + "-onnx"}))
+    assert np.array_equal(onnx_npz["latents"], torch_npz["latents"]) and onnx_npz["y"].tolist() == [3] * 5
+    # The float images within 1e-4 for the served latents; the 8-bit ones within one level of rounding.
+    G, gen = models[name][0], models[name + "-onnx"].G
+    with torch.no_grad():
+        expected = G(torch.from_numpy(torch_npz["latents"]), torch.tensor(torch_npz["y"]), truncation=truncation)
+    assert np.abs(gen(onnx_npz["latents"], onnx_npz["y"]) - expected.numpy()).max() < 1e-4
+    assert close(onnx_npz["x"], torch_npz["x"])
+    png = {m: client.post("/v1/generate", json={**body, "model": m, "format": "png"}) for m in (name, name + "-onnx")}
+    grids = [np.asarray(Image.open(io.BytesIO(r.content)), dtype=int) for r in png.values()]
+    assert grids[0].shape == grids[1].shape and np.abs(grids[0] - grids[1]).max() <= 1
+
+
+def test_onnx_backend_describes_and_checks_its_truncation(onnx_client):
+    client, _ = onnx_client
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert models["fmnist-onnx"]["backend"] == "onnx" and models["fmnist"]["backend"] == "torch"
+    assert models["fmnist-onnx"]["classes"] == FMNIST and models["fmnist-onnx"]["resolution"] == 32
+    assert models["style-onnx"]["truncation"]["fixed"] == 0.5
+    for truncation in (0.7, None):
+        r = client.post("/v1/generate", json={"model": "style-onnx", "truncation": truncation, "n": 1})
+        assert r.status_code == 422 and r.json()["field"] == "truncation", r.text
+        assert "truncation 0.5" in r.json()["error"]
+    r = client.post("/v1/interpolate", json={"model": "fmnist-onnx", "kind": "class", "class_a": 0, "class_b": 1})
+    assert r.status_code == 422 and r.json()["field"] == "kind" and "seed" in r.json()["error"]
+    gif = client.post("/v1/interpolate", json={"model": "style-onnx", "truncation": 0.5, "steps": 3})
+    assert gif.status_code == 200 and gif.headers["content-type"] == "image/gif"
+
+
+def test_serve_cli_backend_onnx(folders, tmp_path, capsys):
+    from scalegan.cli import build_parser
+
+    path = tmp_path / "m.onnx"
+    assert build_parser().parse_args(["serve", "--backend", "onnx", str(path)]).backend == "onnx"
+    assert main(["serve", "--backend", "onnx", str(folders / "fmnist")]) == 2
+    assert "--backend onnx serves .onnx files" in capsys.readouterr().err
+    path.write_bytes(b"")
+    assert main(["serve", str(path)]) == 2
+    assert "serve it with --backend onnx" in capsys.readouterr().err
+    from scalegan.cli.serve import _served
+    from scalegan.export import export_onnx
+
+    export_onnx(scalegan.load(folders / "fmnist")[0], path, class_names=FMNIST)
+    served = _served("m", str(path), build_parser().parse_args(["serve", "--backend", "onnx", str(path)]))
+    assert isinstance(served, OnnxServedModel) and served.info.class_names == tuple(FMNIST)
+
+
 # --------------------------------------------------------------------------------------------- names, CLI
 def test_model_names(tmp_path, folders):
     (tmp_path / "a" / "fmnist").mkdir(parents=True)
     names = model_names([str(folders / "fmnist"), str(tmp_path / "a" / "fmnist"), "biggan-deep-256",
                          str(folders / "style" / "model.safetensors")])
     assert names == ["fmnist", "fmnist-2", "biggan-deep-256", "style"]
+    (tmp_path / "b.onnx").write_bytes(b"")
+    assert model_names([str(tmp_path / "b.onnx")]) == ["b"]
 
 
 def test_serve_cli_parses_and_checks(folders, capsys):

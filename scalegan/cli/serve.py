@@ -18,7 +18,11 @@ def add_parser(sub) -> None:
                     "for one model share forward passes (--max-batch, --max-wait-ms).")
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="models to serve: run folder, checkpoint folder, weights folder, .safetensors file, "
-                   "pretrained name or foreign checkpoint; each is served under its pretrained name or folder name")
+                   "pretrained name or foreign checkpoint (--backend onnx: .onnx files from scalegan export); each is "
+                   "served under its pretrained name, folder name or file stem")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch: PyTorch models; onnx: exported .onnx files run by onnxruntime on the CPU (needs the "
+                   "export extra)")
     add_weights(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; anything but loopback needs --token")
     p.add_argument("--port", type=positive_int, default=8000, help="TCP port")
@@ -40,23 +44,43 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from ..serve.app import ServeSettings, create_app
-        from ..serve.models import ServedModel, model_names
+        from ..serve.models import model_names
     except ImportError as e:
         raise ValueError(f"scalegan serve needs the serve extra ({e.name} is missing): pip install "
                          "'scalegan[serve]'") from None
-    from ..api import load
-
     settings = ServeSettings(host=args.host, port=args.port, token=args.token or os.environ.get("SCALEGAN_TOKEN"),
                              max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
                              timeout=args.timeout)
     settings.check()  # before loading anything: a missing token is a one-line error at once
     models = {}
     for name, source in zip(model_names(args.sources), args.sources):
-        G, info = load(source, device=args.device, weights=args.weights)
-        models[name] = ServedModel(name, G, info)
-        print(f"scalegan serve: {name}: {info.family} {info.resolution} px, {info.n_classes} classes ({source})",
-              file=sys.stderr)
+        models[name] = _served(name, source, args)
+        info = models[name].info
+        print(f"scalegan serve: {name}: {info.family} {info.resolution} px, {info.n_classes} classes, "
+              f"{args.backend} ({source})", file=sys.stderr)
     app = create_app(models, settings)
     print(f"scalegan serve: http://{args.host}:{args.port}/ (API docs: /docs)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _served(name: str, source: str, args: argparse.Namespace):
+    """One source as a served model of ``--backend``; a source of the other backend is a one-line error."""
+    from ..serve.models import OnnxServedModel, ServedModel
+
+    is_onnx = str(source).endswith(".onnx")
+    if args.backend == "onnx":
+        if not is_onnx:
+            raise ValueError(f"--backend onnx serves .onnx files (scalegan export); got {source}")
+        if str(args.device) != "cpu":
+            raise ValueError(f"--backend onnx runs on the CPU (onnxruntime); leave out --device {args.device}")
+        try:
+            return OnnxServedModel.from_file(name, source, threads=args.threads)
+        except ImportError as e:  # onnxruntime or onnx missing: the message names the extra
+            raise ValueError(str(e)) from None
+    if is_onnx:
+        raise ValueError(f"{source} is an ONNX file: serve it with --backend onnx")
+    from ..api import load
+
+    G, info = load(source, device=args.device, weights=args.weights)
+    return ServedModel(name, G, info)

@@ -290,6 +290,9 @@ async def _interpolate(server: Server, body: InterpolateRequest) -> Response:
     else:
         if not served.conditional:
             raise RequestError(f"model {served.name!r} is unconditional: use kind \"seed\"", "kind")
+        if not served.soft_labels:
+            raise RequestError(f"model {served.name!r} ({served.backend} backend) takes class indices only: use kind "
+                               "\"seed\" (class interpolation mixes class embeddings)", "kind")
         missing = [f for f in ("class_a", "class_b") if getattr(body, f) is None]
         if missing:
             raise RequestError(f"kind \"class\" needs class_a and class_b (missing: {', '.join(missing)})",

@@ -29,7 +29,8 @@ class RequestError(ValueError):
 
 @dataclass(eq=False)
 class ServedModel:
-    """A generator the server runs. ``backend``: ``"torch"`` (a later ``"onnx"`` backend supplies ``forward``)."""
+    """A generator the server runs. ``backend``: ``"torch"`` (this class) or ``"onnx"`` (``OnnxServedModel``: an
+    exported file with the same requests and images)."""
 
     name: str
     G: nn.Module
@@ -45,6 +46,11 @@ class ServedModel:
     @property
     def conditional(self) -> bool:
         return bool(self.info.n_classes)
+
+    @property
+    def soft_labels(self) -> bool:
+        """Whether ``forward`` takes soft labels [N, n_classes] (class interpolation)."""
+        return True
 
     def describe(self) -> dict:
         """The ``GET /v1/models`` entry."""
@@ -120,6 +126,61 @@ class ServedModel:
         return to_uint8(out).cpu()
 
 
+@dataclass(eq=False)
+class OnnxServedModel(ServedModel):
+    """An exported ``.onnx`` file (``scalegan export``) run by onnxruntime on the CPU: ``G`` is ``load_onnx``'s
+    ``OnnxGenerator``. Latents are drawn as for the torch model (the family's ``draw_latents``, with the file's
+    truncation mode), so a request gives the torch backend's images. A file whose graph holds its truncation serves
+    that truncation only; the graph takes class indices (no class interpolation) and z (StyleGAN2 interpolates in z).
+    """
+
+    backend: str = "onnx"
+
+    @classmethod
+    def from_file(cls, name: str, path: str | Path, threads: int | None = None) -> OnnxServedModel:
+        """The served model of an exported file (``scalegan.export.load_onnx``)."""
+        from ..export import load_onnx
+
+        gen = load_onnx(path, threads=threads)
+        cfg = gen.config
+        info = ModelInfo(family=gen.family, resolution=cfg.resolution, n_classes=cfg.n_classes,
+                         class_names=tuple(gen.class_names), source=str(path))
+        return cls(name, gen, info)
+
+    @property
+    def soft_labels(self) -> bool:
+        return False
+
+    def truncation_range(self) -> dict:
+        mode = self.G.metadata["truncation_mode"]
+        if not self.G.truncation_baked:
+            return {**super().truncation_range(), "mode": mode}
+        t = self.G.truncation
+        return {"min_exclusive": 0.0, "max": None, "default": t, "slider": [t, t] if t else [1.0, 1.0],
+                "none_means": None, "mode": mode, "fixed": t,
+                "meaning": f"baked into the ONNX file: only truncation {t} (export another file for another)"}
+
+    def check_truncation(self, truncation: float | None) -> float | None:
+        truncation = super().check_truncation(truncation)
+        if self.G.truncation_baked and truncation != self.G.truncation:
+            want = "null (none)" if self.G.truncation is None else f"{self.G.truncation:g}"
+            raise RequestError(f"model {self.name!r} is an ONNX file made for truncation {want}, which its graph "
+                               f"holds: send truncation {want} (got {truncation}), or export a file for "
+                               f"{truncation} (scalegan export --truncation)", "truncation")
+        return truncation
+
+    def draw(self, n: int, labels, truncation: float | None, seed: int, mode: str | None = None):
+        return super().draw(n, labels, truncation, seed, mode or self.G.metadata["truncation_mode"])
+
+    def to_w(self, latents: torch.Tensor, labels, truncation: float | None) -> tuple[torch.Tensor, str]:
+        return latents, "z"  # the graph's input is z: no mapping network to call on its own
+
+    def forward(self, latents: torch.Tensor, labels: torch.Tensor | None, truncation: float | None) -> torch.Tensor:
+        """uint8 images [N, C, H, W]; ``truncation`` was checked (baked) or shaped the latents (not baked)."""
+        y = labels.numpy() if labels is not None else None
+        return to_uint8(torch.from_numpy(self.G(latents.numpy(), y)))
+
+
 def model_names(sources: list[str]) -> list[str]:
     """The name each source is served under: a pretrained name as it is, else the folder's basename (a
     ``.safetensors`` file: its folder's, or its stem when not ``model``); a clash gets ``-2``, ``-3``..."""
@@ -128,7 +189,7 @@ def model_names(sources: list[str]) -> list[str]:
         path = Path(source)
         if str(source) in PRETRAINED and not path.exists():
             base = str(source)
-        elif path.suffix in (".safetensors", ".pkl", ".pth", ".bin") and path.is_file():
+        elif path.suffix in (".safetensors", ".pkl", ".pth", ".bin", ".onnx") and path.is_file():
             base = path.parent.resolve().name if path.stem in ("model", "G", "G_ema") else path.stem
         else:
             base = path.resolve().name or str(source)
