@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import sys
+import time
 
 import torch
 
@@ -45,3 +47,16 @@ def bf16_skipped(record: dict, device: str = "cpu") -> None:
 
     emit({**record, "skipped": f"{describe_cpu()} CPU has no native bf16 (emulated ~50x slower than float32); "
           "--force runs it", "machine": machine(device), "date": date.today().isoformat()})
+
+
+def timed_round_robin(paths: list, repeats: int) -> list[tuple[float, object]]:
+    """Median seconds per path (``(name, fn, inputs)``); the paths take turns in every repeat, so load changes on a
+    shared machine hit them alike. The first round is a warm-up and also gives each path's output."""
+    outputs = [fn(*inputs) for _, fn, inputs in paths]
+    times: list[list[float]] = [[] for _ in paths]
+    for _ in range(repeats):
+        for k, (_, fn, inputs) in enumerate(paths):
+            start = time.perf_counter()
+            fn(*inputs)
+            times[k].append(time.perf_counter() - start)
+    return [(statistics.median(t), out) for t, out in zip(times, outputs)]

@@ -14,7 +14,6 @@ PyTorch eval and the max |difference| from its images.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from datetime import date
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import emit, log, machine
+from common import emit, log, machine, timed_round_robin
 
 import scalegan
 from scalegan.export import export_onnx, load_onnx
@@ -43,18 +42,6 @@ def random_model(name: str, seed: int = 0):
         elif key.endswith("gamma"):
             value.fill_(0.7)
     return G
-
-
-def timed(paths: list, repeats: int) -> list[tuple[float, np.ndarray]]:
-    """Median seconds per path (the paths take turns), after a warm-up round that also gives each output."""
-    outputs = [np.asarray(fn(*inputs)) for _, fn, inputs in paths]
-    times: list[list[float]] = [[] for _ in paths]
-    for _ in range(repeats):
-        for k, (_, fn, inputs) in enumerate(paths):
-            start = time.perf_counter()
-            fn(*inputs)
-            times[k].append(time.perf_counter() - start)
-    return [(statistics.median(t), out) for t, out in zip(times, outputs)]
 
 
 def bench_model(name: str, batches: list[int], truncation: float | None, repeats: int, threads: int,
@@ -85,13 +72,13 @@ def bench_model(name: str, batches: list[int], truncation: float | None, repeats
         paths.append(("onnxruntime", gen, (z.numpy(), None if y is None else y.numpy())))
         log(f"{name}, batch {batch}: {', '.join(p for p, _, _ in paths)} ...")
         with torch.no_grad():
-            results = timed(paths, repeats)
+            results = timed_round_robin(paths, repeats)
         base, reference = results[0]
         for (path_name, _, _), (seconds, out) in zip(paths, results):
             emit({"bench": "onnx_speed", "model": name, "path": path_name, "batch": batch, "truncation": truncation,
                   "img_per_s": round(batch / seconds, 3), "s_per_batch": round(seconds, 4),
                   "speedup_vs_pytorch_eval": round(base / seconds, 2),
-                  "max_abs_diff_vs_pytorch_eval": float(np.abs(out - reference).max()),
+                  "max_abs_diff_vs_pytorch_eval": float(np.abs(np.asarray(out) - np.asarray(reference)).max()),
                   "export_s": round(export_s, 1), "onnx_mb": round(path.stat().st_size / 2 ** 20, 1),
                   "threads": threads, "machine": machine(), "date": date.today().isoformat()})
 

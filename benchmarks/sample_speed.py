@@ -15,14 +15,12 @@ CPUs emulate bf16 ~50x slower) it is skipped with a JSON line saying why, unless
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 from datetime import date
 
 import torch
 import torch.nn.functional as F
-from common import bf16_skipped, emit, log, machine
+from common import bf16_skipped, emit, log, machine, timed_round_robin
 
 from scalegan.convert.pytorch_pretrained_biggan import convert_state_dict
 from scalegan.fast import fast_generator
@@ -68,20 +66,6 @@ def random_port_model(resolution: int, seed: int = 0):
     return model.eval(), config
 
 
-@torch.no_grad()
-def timed_round_robin(paths: list, repeats: int) -> list[tuple[float, torch.Tensor]]:
-    """Median seconds per path; the paths take turns in every repeat, so load changes on a shared machine hit
-    them alike. The first round is a warm-up and also gives each path's output."""
-    outputs = [fn(*inputs) for _, fn, inputs in paths]
-    times: list[list[float]] = [[] for _ in paths]
-    for _ in range(repeats):
-        for k, (_, fn, inputs) in enumerate(paths):
-            start = time.perf_counter()
-            fn(*inputs)
-            times[k].append(time.perf_counter() - start)
-    return [(statistics.median(t), out) for t, out in zip(times, outputs)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolutions", default="128,256")
@@ -115,7 +99,8 @@ def main() -> None:
             if with_bf16:
                 paths.append(("scalegan fast bf16", fast16, (z, y)))
             log(f"{resolution} px, batch {batch}: {', '.join(name for name, _, _ in paths)} ...")
-            results = timed_round_robin(paths, args.repeats)
+            with torch.no_grad():
+                results = timed_round_robin(paths, args.repeats)
             base, reference = results[0]
             for (name, _, _), (seconds, out) in zip(paths, results):
                 emit({"bench": "sample_speed", "model": f"biggan-deep-{resolution}", "path": name, "batch": batch,
