@@ -19,12 +19,11 @@ training objective, and the hooks that sampling, serving and export use, so that
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .utils import check_types, unknown_name
+from .utils import dataclass_from_dict, unknown_name
 
 
 @dataclass(frozen=True)
@@ -47,12 +46,7 @@ class Family:
 
     def make_config(self, data: dict):
         """The config dataclass from a dict (``config.json``'s model section); unknown fields are an error."""
-        known = {f.name for f in dataclasses.fields(self.config)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown {self.name} config fields {unknown}; known fields: {sorted(known)}")
-        check_types(self.config, data, f"{self.name} config")
-        return self.config(**data)
+        return dataclass_from_dict(self.config, data, f"{self.name} config")
 
 
 FAMILIES: dict[str, Family] = {}

@@ -4,6 +4,7 @@ SHA-256, the cache root, downloads, "did you mean" errors, key-mismatch reports 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -126,6 +127,18 @@ def _few(items: list[str], n: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------- configs
+def dataclass_from_dict(cls: type, data: Mapping | None, what: str, items: str = "fields"):
+    """``cls(**data)`` for a config dataclass, after checking that every key is a field and every value fits its
+    type: otherwise a ValueError naming the key (``unknown biggan config fields ['colour']; known fields: ...``)."""
+    data = dict(data or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} {items} {unknown}; known fields: {sorted(known)}")
+    check_types(cls, data, what)
+    return cls(**data)
+
+
 def check_types(cls: type, data: Mapping, what: str) -> None:
     """Raise ValueError when a value of ``data`` does not fit the annotated type of dataclass ``cls``'s field
     (int, float, bool, str, tuples of int, dict, and ``X | None``); unknown keys are left to the caller."""

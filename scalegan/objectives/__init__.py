@@ -13,7 +13,6 @@ Lazy regularisation (stylegan2-ada): a phase that runs every ``interval`` > 1 it
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..utils import check_types
+from ..utils import dataclass_from_dict
 
 
 @dataclass(frozen=True)
@@ -104,20 +103,9 @@ class Objective:
         pass
 
 
-def config_fields(config_cls: type) -> list[dataclasses.Field]:
-    """The fields of an objective config dataclass (each has a ``help`` in its metadata)."""
-    return list(dataclasses.fields(config_cls))
-
-
 def make_config(config_cls: type, data: dict | None, family: str):
     """An objective config from a dict; unknown keys and invalid values are ValueErrors naming them."""
-    data = dict(data or {})
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {family} objective settings {unknown}; known: {sorted(known)}")
-    check_types(config_cls, data, f"{family} objective")
-    return config_cls(**data)
+    return dataclass_from_dict(config_cls, data, f"{family} objective", items="settings")
 
 
 def lazy_ratio(phases: tuple[Phase, ...], network: str) -> float:
