@@ -59,3 +59,77 @@ def class_labels(n: int, y, n_classes: int, generator: torch.Generator | None = 
     if bad.numel():
         raise ValueError(f"class index {int(bad[0])} out of range: this model has classes 0..{n_classes - 1}")
     return y
+
+
+# --------------------------------------------------------------------------------------------- latents files
+def save_latents(path, latents: torch.Tensor, y: torch.Tensor | None, *, truncation: float | None = None,
+                 **extra) -> None:
+    """Write a latents file (NPZ) that ``load_latents``, ``scalegan sample --latents``, ``scalegan edit`` and the
+    server read back: ``latents`` float32 (z [n, z_dim], or StyleGAN2 W [n, num_ws, w_dim]), ``y`` int64 [n]
+    (-1 for an unconditional model), ``truncation`` (NaN for none: applied when rendering z, ignored for W) and
+    any ``extra`` arrays (e.g. ``psnr``). Written atomically."""
+    import io
+
+    import numpy as np
+
+    from .utils import write_bytes
+
+    latents = torch.as_tensor(latents).detach().float().cpu()
+    n = len(latents)
+    labels = torch.full((n,), -1, dtype=torch.long) if y is None else torch.as_tensor(y).long().reshape(-1).cpu()
+    if len(labels) != n:
+        raise ValueError(f"got {len(labels)} class labels for {n} latents")
+    buffer = io.BytesIO()
+    np.savez(buffer, latents=latents.numpy(), y=labels.numpy(),
+             truncation=np.float64("nan" if truncation is None else truncation),
+             **{k: np.asarray(v) for k, v in extra.items()})
+    write_bytes(path, buffer.getvalue())
+
+
+def load_latents(path, config) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
+    """``(latents, y, truncation)`` from a latents file written by ``save_latents`` (or ``scalegan sample --npz
+    --save-latents``), checked against a model ``config``: shapes, dtype, class range. Errors are one line that names
+    the file and the fix."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path}: not a readable latents NPZ ({e}); write one with `scalegan invert` or "
+                         "`scalegan sample --npz FILE --save-latents`") from None
+    key = "latents" if "latents" in arrays else "z" if "z" in arrays else None
+    if key is None:
+        raise ValueError(f"{path}: no 'latents' array (found {sorted(arrays) or 'none'}); write one with "
+                         "`scalegan invert` or `scalegan sample --npz FILE --save-latents`")
+    lat = arrays[key]
+    if lat.dtype.kind != "f":
+        raise ValueError(f"{path}: latents must be floating point, got {lat.dtype}")
+    z_dim = getattr(config, "z_dim", None) or getattr(config, "dim_z", None)
+    shapes = [f"[n, {z_dim}]"]
+    ok = lat.ndim == 2 and lat.shape[1] == z_dim
+    if hasattr(config, "num_ws"):
+        shapes.append(f"[n, {config.num_ws}, {config.w_dim}]")
+        ok = ok or (lat.ndim == 3 and lat.shape[1:] == (config.num_ws, config.w_dim))
+    if not ok:
+        raise ValueError(f"{path}: latents of shape {list(lat.shape)} do not fit this model, which takes "
+                         f"{' or '.join(shapes)}")
+    if not np.isfinite(lat).all():
+        raise ValueError(f"{path}: latents hold NaN or infinite values")
+    latents = torch.from_numpy(lat.astype(np.float32))
+    y = None
+    if "y" in arrays:
+        labels = arrays["y"]
+        if labels.dtype.kind not in "iu" or labels.ndim != 1 or len(labels) != len(lat):
+            raise ValueError(f"{path}: 'y' must be {len(lat)} integer class labels, got {labels.dtype} "
+                             f"{list(labels.shape)}")
+        if config.n_classes:
+            y = class_labels(len(lat), torch.from_numpy(labels.astype(np.int64)), config.n_classes)
+        elif (labels != -1).any():
+            raise ValueError(f"{path}: class labels given for an unconditional model (use -1)")
+    if config.n_classes and y is None:
+        raise ValueError(f"{path}: this model is class-conditional and the file has no 'y' labels")
+    t = float(arrays["truncation"]) if "truncation" in arrays and np.ndim(arrays["truncation"]) == 0 else math.nan
+    return latents, y, (None if math.isnan(t) else t)
