@@ -60,3 +60,16 @@ def timed_round_robin(paths: list, repeats: int) -> list[tuple[float, object]]:
             fn(*inputs)
             times[k].append(time.perf_counter() - start)
     return [(statistics.median(t), out) for t, out in zip(times, outputs)]
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or None (with a note) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed (pip install -e .[bench]): no plot written")
+        return None
+    return plt

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from common import emit, log, machine
+from common import emit, log, machine, pyplot
 
 from scalegan import load
 from scalegan.cli import parse_overrides
@@ -97,13 +97,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 def plot(curves: list[Path], png: Path) -> None:
     """Class consistency and FD against training seconds, one line per curve file."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("matplotlib is not installed (pip install -e .[bench]): no plot written")
+    plt = pyplot()
+    if plt is None:
         return
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     title = ""

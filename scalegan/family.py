@@ -14,7 +14,12 @@ training objective, and the hooks that sampling, serving and export use, so that
   unconditional model) that ``torch.onnx.export`` can trace with a dynamic batch: spectral norm folded, no random
   noise, no per-sample grouped convolutions. Its attribute ``truncation_baked`` is True when the graph holds
   ``truncation`` (StyleGAN2's psi in W, BigGAN-deep's truncation-indexed statistics), False when truncation only
-  shapes the latents the caller draws.
+  shapes the latents the caller draws;
+- ``discriminator_blocks(D)``: optional: D's blocks in the order D applies them (nearest the input image first),
+  each one module holding that stage's parameters: ``--freeze-d K`` freezes the first K (FreezeD);
+- ``latent_layers(G)``: optional: the layers that first take the latent (z; W for a family with ``map_latents``),
+  as ``(layer, its input columns that are the latent, the first latent coordinate they take)``: SeFa's editing
+  directions (``scalegan.edit``) factorise their weights.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class Family:
     recalibrate: Callable[..., None] | None = None
     map_latents: Callable[..., Any] | None = None
     export: Callable[..., Any] | None = None
+    discriminator_blocks: Callable[[Any], list] | None = None
+    latent_layers: Callable[[Any], list] | None = None
     about: str = ""
 
     def make_config(self, data: dict):

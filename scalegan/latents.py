@@ -95,6 +95,14 @@ def load_latents(path, config) -> tuple[torch.Tensor, torch.Tensor | None, float
     import numpy as np
 
     try:
+        if hasattr(path, "read"):  # a file object (the server's request body)
+            head = path.read(4)
+            path.seek(0)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        if head != b"PK\x03\x04":  # an NPZ is a zip archive
+            raise ValueError("not a zip archive")
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:

@@ -33,7 +33,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:  # "File exists" alone would not say which or why
+        blocker = Path(directory)
+        while not blocker.exists() and blocker != blocker.parent:
+            blocker = blocker.parent
+        raise OSError(f"cannot write {path}: {blocker} is a file, not a folder") from e
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions

@@ -1,4 +1,5 @@
-"""The one weights format: ``*.safetensors`` + ``config.json``.
+"""The one weights format: ``*.safetensors`` + ``config.json`` (+ ``manifest.json``: SHA-256 and sizes, checked
+on every load; folders written before it existed load with a note).
 
 A weights folder holds ``model.safetensors`` (the generator to sample from: the EMA generator when training used
 EMA) and ``config.json``::
@@ -13,6 +14,7 @@ existed (format 1: no ``format`` and ``family`` keys) load the same way.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .family import config_from_dict, get_family
+from .manifest import check_folder, write_manifest
 from .utils import __version__, atomic_path, key_mismatch, read_json, sha256_file, write_json
 
 FORMAT_VERSION = 2
@@ -63,6 +66,10 @@ def load_state_dict(module: nn.Module, path: str | os.PathLike) -> None:
                             {k: tuple(v.shape) for k, v in module.state_dict().items()})
     if problems:
         raise WeightsError(f"{path} does not match the model in config.json: {problems}")
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:  # e.g. saved from a diverged run: every image would be NaN
+        raise WeightsError(f"{path}: tensor(s) {', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''} hold "
+                           "non-finite values (NaN or inf); the weights are unusable: use an earlier checkpoint")
     module.load_state_dict(tensors, strict=True)
 
 
@@ -78,12 +85,23 @@ def read_config(directory: str | os.PathLike) -> tuple[object, dict]:
     path = Path(directory) / "config.json"
     data = read_json(path)
     try:
-        if not isinstance(data, dict) or data.get("format", 1) > FORMAT_VERSION:
-            raise ValueError(f"format {data.get('format') if isinstance(data, dict) else '?'} is newer than this "
-                             f"scalegan reads ({FORMAT_VERSION}): upgrade scalegan")
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        if not isinstance(data.get("format", 1), int) or data.get("format", 1) > FORMAT_VERSION:
+            raise ValueError(f"format {data.get('format')!r} is newer than this scalegan reads ({FORMAT_VERSION}): "
+                             "upgrade scalegan")
+        if not isinstance(data.get("model"), dict):
+            raise ValueError("no model section (a JSON object of model config fields)")
         model = dict(data["model"])
         model.setdefault("family", data.get("family"))
-        return config_from_dict(model), data
+        config = config_from_dict(model)
+        for key in ("class_names", "class_ids"):
+            names = data.get(key) or []
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"{key} must be a list of strings, got {json.dumps(names)[:80]}")
+            if len(names) > config.n_classes:
+                raise ValueError(f"{len(names)} {key.replace('_', ' ')} for a model of {config.n_classes} classes")
+        return config, data
     except (KeyError, TypeError, ValueError) as e:
         raise WeightsError(f"{path} is not a valid scalegan model config: {e}") from e
 
@@ -96,6 +114,7 @@ def save_generator(G: nn.Module, directory: str | os.PathLike, class_names=(), c
     save_state_dict(G, directory / "model.safetensors")
     write_config(directory, G.config, class_names=list(class_names), class_ids=list(class_ids),
                  weights_sha256=sha256_file(directory / "model.safetensors"), **extra)
+    write_manifest(directory, ["model.safetensors", "config.json"])
     return directory
 
 
@@ -106,9 +125,16 @@ def resolve_weights_dir(path: str | os.PathLike) -> Path:
         p = p.parent
     if not p.exists():
         raise WeightsError(f"{path} does not exist: pass a run folder, a checkpoint folder or a weights folder")
+    if p.is_file():
+        onnx = " (serve .onnx files with `scalegan serve --backend onnx`)" if p.suffix == ".onnx" else ""
+        raise WeightsError(f"{path} is a file but not a .safetensors file: pass a run folder, a checkpoint folder, a "
+                           f"weights folder or its model.safetensors{onnx}")
     latest = p / "checkpoints" / "latest"
     if latest.is_file():
         p = p / "checkpoints" / latest.read_text().strip()
+        if not p.is_dir():
+            raise WeightsError(f"{latest} names checkpoint {p.name!r}, which does not exist: restore it, or write the "
+                               "name of an existing checkpoint folder into checkpoints/latest")
     if not (p / "config.json").is_file():
         raise WeightsError(f"no config.json in {p}: not a scalegan run, checkpoint or weights folder "
                            "(a run folder has checkpoints/latest once its first checkpoint is written)")
@@ -125,6 +151,7 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu",
     file = p if p.is_file() else directory / f"{weights}.safetensors"
     if not file.is_file():
         raise WeightsError(f"{file} is missing; the folder has {sorted(x.name for x in directory.iterdir())}")
+    check_folder(directory, ["config.json", file.name] if file.parent == directory else ["config.json"])
     G = get_family(config).generator(config)
     load_state_dict(G, file)
     info = ModelInfo(family=config.family, resolution=config.resolution, n_classes=config.n_classes,

@@ -112,7 +112,7 @@ def test_one_meaning_per_flag_name():
 
 def test_every_command_that_runs_a_model_takes_device_and_threads():
     flags = _flags()
-    runs_a_model = {"train", "sample", "convert", "eval", "train-classifier", "export", "serve"}
+    runs_a_model = {"train", "sample", "convert", "eval", "train-classifier", "export", "serve", "invert", "edit"}
     assert runs_a_model <= set(_subparsers())
     assert set(flags["--device"]) == runs_a_model and set(flags["--threads"]) == runs_a_model
 
@@ -123,7 +123,7 @@ def test_same_meaning_has_one_name():
     for old in ("--out", "--batch-size", "--format"):
         for command in ("sample", "eval", "convert"):
             assert command not in flags.get(old, {}), f"{command} {old}"
-    assert set(flags["--max-batch"]) == {"sample", "eval", "serve"}
+    assert set(flags["--max-batch"]) == {"sample", "eval", "serve", "edit"}
     assert set(flags["--batch-size"]) == {"train", "train-classifier"}
 
 

@@ -319,12 +319,21 @@ def test_folder_channel_conversions(tmp_path: Path) -> None:
     assert grey[1][0].shape == (1, 8, 8) and torch.all(grey[1][0] == level(luminance))
 
 
-def test_folder_truncated_jpeg_is_replaced_by_the_next_image(tmp_path: Path) -> None:
-    truncated_jpeg(tmp_path / "a.jpg")  # passes the header check at scan time
+def test_folder_truncated_jpeg_is_counted_when_opened(tmp_path: Path) -> None:
+    truncated_jpeg(tmp_path / "a.jpg")  # passes PIL's verify(); the check at open decodes it
+    save(tmp_path / "b.png", solid((0, 255, 0)))
+    with pytest.warns(UnreadableImageWarning, match=r"skipped 1 unreadable image file\(s\) of 2 .*a\.jpg"):
+        ds = open_dataset(f"folder:{tmp_path}", resolution=4)
+    assert len(ds) == 1 and ds.skipped == 1
+
+
+def test_folder_file_broken_after_opening_is_replaced_by_the_next_image(tmp_path: Path) -> None:
+    save(tmp_path / "a.png", solid((255, 0, 0)))
     save(tmp_path / "b.png", solid((0, 255, 0)))
     ds = open_dataset(f"folder:{tmp_path}", resolution=4)
     assert len(ds) == 2 and ds.skipped == 0
-    with pytest.warns(UnreadableImageWarning, match=r"could not decode .*a\.jpg"):
+    truncated_jpeg(tmp_path / "a.png")  # replaced while a run reads the folder
+    with pytest.warns(UnreadableImageWarning, match=r"could not decode .*a\.png"):
         x, _ = ds[0]
     torch.testing.assert_close(x, ds[1][0])
     assert ds.skipped == 1

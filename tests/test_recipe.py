@@ -93,6 +93,7 @@ def test_augment_and_lecam_state_resume_exactly(tiny_npz, tmp_path):
     state = torch.load(path, weights_only=True)
     state["augment_rng"] = state.pop("augment")["generator"]
     torch.save(state, path)
+    (path.parent / "manifest.json").unlink()  # nor had they manifests
     train(tiny_config(tiny_npz, tmp_path / "split", iterations=4, resume=True, **kw))
     for name in ("G", "D", "G_ema"):
         a, b = latest_weights(tmp_path / "full", name), latest_weights(tmp_path / "split", name)

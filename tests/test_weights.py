@@ -49,12 +49,21 @@ def test_missing_and_tampered_weights(G, tmp_path):
     weights = tmp_path / "w" / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])  # truncated download
-    with pytest.raises(WeightsError, match="truncated"):
-        load(tmp_path / "w")
-    # A file from another architecture: keys and shapes are named.
+    with pytest.raises(ValueError, match=r"model.safetensors is damaged: size .* \(truncated\?\)"):
+        load(tmp_path / "w")  # the manifest's size
     other, _ = scalegan.create_model("biggan-fmnist", ch=16, d_ch=8)
     save_state_dict(other, weights)
-    with pytest.raises(WeightsError, match="mis-shaped"):
+    with pytest.raises(ValueError, match="model.safetensors is damaged: .*(size|altered)"):
+        load(tmp_path / "w")
+    # Without the manifest (a folder written before it existed): the file's own checks name the problem.
+    (tmp_path / "w" / "manifest.json").unlink()
+    cfg = json.loads((tmp_path / "w" / "config.json").read_text())
+    (tmp_path / "w" / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "weights_sha256"}))
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match="no manifest.json"), pytest.raises(WeightsError, match="truncated"):
+        load(tmp_path / "w")
+    save_state_dict(other, weights)  # a file from another architecture: keys and shapes are named
+    with pytest.warns(UserWarning, match="no manifest.json"), pytest.raises(WeightsError, match="mis-shaped"):
         load(tmp_path / "w")
     cfg = json.loads((tmp_path / "w" / "config.json").read_text())
     for family, field in (("stylegan9", {}), ("biggan", {"ch": "abc"}), ("biggan", {"ch": -4}),

@@ -1,5 +1,5 @@
 """The ``scalegan`` command: ``train``, ``sample``, ``info``, ``convert``, ``eval``, ``train-classifier``, ``export``,
-``serve``.
+``serve``, ``invert``, ``edit``, ``verify``.
 
 Shared options (device, generator source, sampling, reference set, outputs) come from ``cli/options.py``, so a
 flag name means one thing in every subcommand (README: "Command-line flags"). Bad input is one error line, exit
@@ -15,6 +15,9 @@ import torch
 
 from ..utils import __version__
 from . import convert, eval, export, info, sample, serve, train
+from . import edit as edit_cmd
+from . import invert as invert_cmd
+from . import verify as verify_cmd
 from .options import parse_overrides
 
 
@@ -26,8 +29,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="scalegan", description="Class-conditional GANs (BigGAN, BigGAN-deep): train, sample, "
-                     "evaluate, convert, inspect.")
+    parser = _Parser(prog="scalegan", description="Class-conditional GANs (BigGAN, BigGAN-deep, StyleGAN2): train, "
+                     "sample, evaluate, convert, inspect, export, serve, invert, edit, verify.")
     parser.add_argument("--version", action="version", version=f"scalegan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     train.add_parser(sub)
@@ -38,13 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     eval.add_train_classifier_parser(sub)
     export.add_parser(sub)
     serve.add_parser(sub)
+    invert_cmd.add_parser(sub)
+    edit_cmd.add_parser(sub)
+    verify_cmd.add_parser(sub)
+    parser.commands = sub.choices  # name -> subcommand parser
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns its exit status (2 for bad input, with one line on stderr)."""
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named by the subcommand's parser (`scalegan train: error: ...`), not the top-level one
+            parser.commands[args.command].error(
+                f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:  # --help, --version and argument errors
         return int(e.code or 0)
 
@@ -62,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         if isinstance(e, OSError) and e.filename and e.strerror:
             message = f"{e.filename}: {e.strerror}"
+        message = " ".join(str(message).split()) or type(e).__name__  # one line, even from a library's message
         print(f"scalegan {args.command}: error: {message}", file=sys.stderr)
         return 2
 

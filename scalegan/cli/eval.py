@@ -16,7 +16,15 @@ from pathlib import Path
 from ..api import load
 from ..data import open_dataset
 from ..metrics.classifier import evaluate_accuracy, load_classifier, save_classifier, train_classifier
-from ..metrics.eval import ALL_METRICS, DEFAULT_METRICS, evaluate_generator, evaluate_sets, make_backbone, parse_metrics
+from ..metrics.eval import (
+    ALL_METRICS,
+    DEFAULT_METRICS,
+    evaluate_generator,
+    evaluate_sets,
+    load_image_set,
+    make_backbone,
+    parse_metrics,
+)
 from ..metrics.resize import DEFAULT_RESIZER, RESIZERS
 from ..utils import write_json
 from .options import (
@@ -74,14 +82,14 @@ def add_eval_parser(sub) -> None:
 
 def run_eval(args) -> int:
     metrics = parse_metrics(args.metrics)
-    backbone = make_backbone(args.backbone, inception_weights=args.inception_weights, resizer=args.resizer,
-                             device=args.device, channels_last=args.channels_last)
-    common = dict(backbone=backbone, batch_size=args.max_batch, is_splits=args.is_splits,
-                  kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, fid_method=args.fid_method)
     if args.source_b is not None:
-        result = evaluate_sets(args.source, args.source_b, metrics, **common)
+        # The inputs are read before the feature network loads: a bad file is an error at once, and names itself.
+        a, b = load_image_set(args.source), load_image_set(args.source_b)
+        result = evaluate_sets(a, b, metrics, **_common(args))
+        result["card"]["set_a"]["source"] = str(args.source)
+        result["card"]["reference"]["dataset"]["source"] = str(args.source_b)
     else:
-        result = _evaluate_generator(args, metrics, common)
+        result = _evaluate_generator(args, metrics)
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.report:
@@ -89,7 +97,15 @@ def run_eval(args) -> int:
     return 0
 
 
-def _evaluate_generator(args, metrics: list[str], common: dict) -> dict:
+def _common(args) -> dict:
+    """The feature network and the metric settings shared by both kinds of evaluation."""
+    backbone = make_backbone(args.backbone, inception_weights=args.inception_weights, resizer=args.resizer,
+                             device=args.device, channels_last=args.channels_last)
+    return dict(backbone=backbone, batch_size=args.max_batch, is_splits=args.is_splits,
+                kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, fid_method=args.fid_method)
+
+
+def _evaluate_generator(args, metrics: list[str]) -> dict:
     if not args.ref:
         raise ValueError("evaluating a generator needs --ref DATASET (or give two image sets)")
     G, info = load(args.source, device=args.device, weights=args.weights)
@@ -98,7 +114,7 @@ def _evaluate_generator(args, metrics: list[str], common: dict) -> dict:
     classifier = load_classifier(args.classifier, device=args.device) if args.classifier else None
     result = evaluate_generator(G, dataset, metrics, args.n, classifier=classifier, ref_n=args.ref_n,
                                 seed=args.seed, truncation=args.truncation, truncation_mode=args.truncation_mode,
-                                cache=not args.no_cache, progress=True, **common)
+                                cache=not args.no_cache, progress=True, **_common(args))
     result["card"].update(generator_path=str(args.source), generator_weights=args.weights,
                           generator_sha256=info.sha256, reference_spec=args.ref)
     return result
@@ -141,10 +157,11 @@ def run_train_classifier(args) -> int:
     save_classifier(model, args.out_dir)
     result = {"out_dir": str(args.out_dir), "dataset": train.describe(), "config": dataclasses.asdict(model.config),
               "train_accuracy": evaluate_accuracy(model, train), "test_accuracy": None}
-    test = open_dataset(args.data, resolution=train.resolution, channels=train.channels, split="test",
-                        root=args.data_root)
-    # Folder and npz datasets have one split and return it for "test" too: that would only repeat the above.
-    if test.describe().get("split") == "test" and test.kind not in ("folder", "npz"):
+    # Folder and npz datasets have one split and return it for "test" too: that would only repeat the above (and
+    # its warnings about unreadable files).
+    if train.kind not in ("folder", "npz"):
+        test = open_dataset(args.data, resolution=train.resolution, channels=train.channels, split="test",
+                            root=args.data_root)
         result["test_accuracy"] = evaluate_accuracy(model, test)
     print(json.dumps(result, indent=2, default=str))
     return 0

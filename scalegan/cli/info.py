@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -55,6 +56,9 @@ def run(args) -> int:
         directory = resolve_weights_dir(args.target)
         result = {"path": str(directory), **read_json(directory / "config.json"), "info": dataclasses.asdict(info),
                   "G_params": count_parameters(G)}
+    elif "/" in args.target or os.sep in args.target:  # meant as a path, not a preset name
+        raise ValueError(f"{args.target} does not exist (give a run, checkpoint or weights folder, or a preset name: "
+                         "see `scalegan info --list`)")
     else:
         result = preset_info(args.target, parse_overrides(args.set_))
     if args.json:

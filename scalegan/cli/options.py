@@ -40,6 +40,14 @@ any_int = _number(int, None, False, "an integer")
 any_float = _number(float, None, False, "a finite number")
 
 
+def port(text: str) -> int:
+    """``--port``: a TCP port, 1 to 65535 (a larger number would fail only once the server binds)."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port in 1-65535, got {text!r}")
+    return value
+
+
 def device(text: str) -> str:
     """``--device``: checked against this machine (``cuda`` without CUDA is an error, not a crash later)."""
     try:

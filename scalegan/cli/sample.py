@@ -12,7 +12,9 @@ import numpy as np
 import torch
 
 from ..api import load
+from ..edit import render
 from ..family import get_family
+from ..latents import load_latents, save_latents
 from ..sampling import (
     interpolation_sheet,
     make_grid,
@@ -38,7 +40,10 @@ def add_parser(sub) -> None:
     p.add_argument("--grid", metavar="FILE", help="grid image (PNG; one row per class with --per-class)")
     p.add_argument("--png-dir", metavar="DIR", help="write every image as DIR/NNNNNN_cCLASS.png")
     p.add_argument("--npz", metavar="FILE", help="write x (uint8 NHWC) and y (int64) to this .npz file")
-    p.add_argument("--save-latents", action="store_true", help="also store the latents (z) in the NPZ")
+    p.add_argument("--save-latents", action="store_true", help="also store the latents in the NPZ (latents and z, "
+                   "with truncation): a latents file that --latents, `scalegan edit` and the server read back")
+    p.add_argument("--latents", metavar="FILE", help="render exactly the latents and classes of this latents file "
+                   "(its truncation applies to z; StyleGAN2 W is rendered as it is) instead of drawing them")
     p.add_argument("--per-class", type=positive_int, default=None,
                    help="N samples of every class (or of the --class classes); default 10 when no --n")
     p.add_argument("--class", dest="classes", action="append", metavar="CLASS",
@@ -135,6 +140,8 @@ def run(args) -> int:
             raise ValueError(f"--standing-stats: {info.family} models have no batch statistics to recompute")
         recalibrate(G, args.standing_stats, args.max_batch, seed=args.seed, truncation=args.truncation)
     classes = _classes(args, G, info)
+    if args.latents:
+        return _render_file(args, G, classes)
     if args.mix:
         return _mix(args, G, classes)
     if args.interp:
@@ -145,7 +152,30 @@ def run(args) -> int:
     images, latents, y = sample(G, n, y=y, truncation=args.truncation, seed=args.seed,
                                 truncation_mode=args.truncation_mode, batch_size=args.max_batch,
                                 return_latents=True, progress=True)
-    x = to_hwc(images)
+    _write(args, images, latents, y, nrow, args.truncation)
+    return 0
+
+
+def _render_file(args, G, classes) -> int:
+    """``--latents FILE``: the file's latents and classes, rendered as they are."""
+    given = [flag for flag, value in (("--n", args.n), ("--per-class", args.per_class), ("--class", classes),
+                                      ("--interp", args.interp), ("--mix", args.mix)) if value]
+    if given:
+        raise ValueError(f"--latents gives the latents and classes: leave out {given[0]}")
+    latents, y, truncation = load_latents(args.latents, G.config)
+    if args.truncation is not None and args.truncation != truncation:
+        raise ValueError(f"{args.latents} holds truncation {truncation}: leave out --truncation (the file's applies)")
+    if not (args.grid or args.png_dir or args.npz):
+        args.grid = "samples.png"
+    images = render(G, latents, y, truncation, args.max_batch, progress=True)
+    _write(args, images, latents, y, args.nrow or 10, truncation)
+    return 0
+
+
+def _write(args, images: torch.Tensor, latents: torch.Tensor, y: torch.Tensor | None, nrow: int,
+           truncation: float | None) -> None:
+    """The outputs asked for: --grid, --png-dir, --npz (with --save-latents: a latents file, plus ``z`` as before)."""
+    x, n = to_hwc(images), len(images)
     if args.grid:
         save_image(make_grid(images, nrow=nrow), args.grid)
         print(f"wrote {args.grid} ({n} images)", file=sys.stderr)
@@ -155,11 +185,12 @@ def run(args) -> int:
             save_image(image, out / (f"{i:06d}_c{int(y[i])}.png" if y is not None else f"{i:06d}.png"))
         print(f"wrote {n} PNGs to {out}", file=sys.stderr)
     if args.npz:
-        arrays = {"x": x, "y": (y if y is not None else torch.full((n,), -1)).numpy().astype(np.int64)}
-        if args.save_latents:
-            arrays["z"] = latents.numpy()
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        write_bytes(args.npz, buffer.getvalue())
+        if args.save_latents and latents.dim() == 2:
+            save_latents(args.npz, latents, y, truncation=truncation, x=x, z=latents.numpy())
+        elif args.save_latents:  # W carries no truncation: it already holds psi
+            save_latents(args.npz, latents, y, x=x)
+        else:
+            buffer = io.BytesIO()
+            np.savez(buffer, x=x, y=(y if y is not None else torch.full((n,), -1)).numpy().astype(np.int64))
+            write_bytes(args.npz, buffer.getvalue())
         print(f"wrote {args.npz} (x {list(x.shape)} uint8, y int64)", file=sys.stderr)
-    return 0

@@ -7,7 +7,16 @@ import argparse
 import os
 import sys
 
-from .options import HelpFormatter, add_device, add_max_batch, add_weights, natural_float, positive_float, positive_int
+from .options import (
+    HelpFormatter,
+    add_device,
+    add_max_batch,
+    add_weights,
+    natural_float,
+    port,
+    positive_float,
+    positive_int,
+)
 
 
 def add_parser(sub) -> None:
@@ -25,7 +34,7 @@ def add_parser(sub) -> None:
                    "export extra)")
     add_weights(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; anything but loopback needs --token")
-    p.add_argument("--port", type=positive_int, default=8000, help="TCP port")
+    p.add_argument("--port", type=port, default=8000, help="TCP port")
     p.add_argument("--token", default=None, help="bearer token every /v1 call must send (default: "
                    "$SCALEGAN_TOKEN; required when --host is not loopback)")
     add_max_batch(p)
@@ -78,6 +87,11 @@ def _served(name: str, source: str, args: argparse.Namespace):
             return OnnxServedModel.from_file(name, source, threads=args.threads)
         except ImportError as e:  # onnxruntime or onnx missing: the message names the extra
             raise ValueError(str(e)) from None
+        except (ValueError, OSError):
+            raise
+        except Exception as e:  # onnx and onnxruntime raise their own types (DecodeError, InvalidProtobuf, ...)
+            raise ValueError(f"{source} is not a readable ONNX file ({type(e).__name__}: {e}); write it with "
+                             "`scalegan export`") from None
     if is_onnx:
         raise ValueError(f"{source} is an ONNX file: serve it with --backend onnx")
     from ..api import load

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..family import FAMILIES
 from ..registry import model_config
 from ..training import TrainConfig, train
+from ..training.config import objective_keys
 from ..training.loop import open_training_data
 from .options import SHARED_TYPES, HelpFormatter, add_threads, any_float, any_int, parse_overrides
 
@@ -83,6 +84,9 @@ def _config_file(path: str) -> dict:
     except OSError as e:
         raise ValueError(f"--config {path}: cannot read it ({e.strerror or e}); give a JSON file of training config "
                          "keys") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--config {path}: not a text file ({e.reason} at byte {e.start}); give a JSON file of "
+                         "training config keys") from e
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -112,6 +116,10 @@ def resolve(args) -> TrainConfig:
     merged = {**from_file, **flags}
     merged["objective"] = {**dict(from_file.get("objective") or {}), **objective_flags}
     overrides = {**dict(merged.pop("model_overrides", None) or {}), **parse_overrides(args.set_)}
+    for key in overrides:  # --set is for model fields; a training setting has its own flag
+        if key in names or key in objective_keys():
+            raise ValueError(f"--set {key}: {key} is a training setting, not a model config field; use "
+                             f"--{key.replace('_', '-')} VALUE (or the key {key!r} in --config)")
     model = merged.pop("model", TrainConfig().model)
     if not isinstance(model, str):
         raise ValueError(f"model must be a preset name, got {model!r}")
@@ -140,6 +148,8 @@ def run(args) -> int:
     if args.dry_run:
         print(json.dumps(dry_run(cfg), indent=2, default=str))
         return 0
+    if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():
+        raise ValueError(f"--out-dir {cfg.out_dir} is a file; the run needs a folder (new or a run to --resume)")
     summary = train(cfg)
     if "checkpoint" not in summary:  # ranks other than 0 of a distributed run write nothing
         return 0

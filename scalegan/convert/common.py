@@ -18,7 +18,9 @@ def read_torch_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for damaged or code-carrying pickles
-        raise ConvertError(f"cannot read {path} as a weights-only torch file: {e}") from e
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ConvertError(f"cannot read {path} as a weights-only torch file ({first}): it is damaged, not a torch "
+                           "checkpoint, or holds code (scalegan reads tensors only)") from e
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):

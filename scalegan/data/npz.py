@@ -49,6 +49,9 @@ def load_npz(
     source = f"npz:{path}"
     if not path.is_file():
         raise DatasetError(f"{path} does not exist; npz:FILE needs an .npz file holding an array named x")
+    if not zipfile.is_zipfile(path):  # else np.load tries it as a pickle and blames pickles
+        raise DatasetError(f"{source} is not an .npz file (not a zip archive: empty, truncated or another format); "
+                           "write it with np.savez(FILE, x=images, y=labels)")
     try:
         with np.load(path, allow_pickle=False) as arrays:
             if "x" not in arrays.files:

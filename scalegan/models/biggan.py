@@ -270,8 +270,24 @@ def export_module(G: Generator, truncation: float | None = None) -> nn.Module:
     return folded
 
 
+def latent_layers(G: Generator) -> list[tuple[nn.Module, slice, int]]:
+    """The layers that take z (for SeFa): the first linear layer and, with hierarchical z, every block's
+    conditional-BN gain and bias layers, each on its own chunk (the last part of its input: cat([embedding, z_i]))."""
+    out = [(G.linear, slice(None), 0)]
+    if not G.config.hier:
+        return out
+    chunk = G.config.z_chunk
+    for i, block in enumerate(G.blocks):
+        for bn in (block.bn1, block.bn2):
+            out += [(bn.gain, slice(-chunk, None), (i + 1) * chunk), (bn.bias, slice(-chunk, None), (i + 1) * chunk)]
+    return out
+
+
 FAMILY = register(Family(
     name="biggan", config=BigGANConfig, generator=Generator, discriminator=Discriminator, objective=BigGANObjective,
     draw_latents=draw_z, truncation_modes=("resample", "scale"), recalibrate=standing_stats, export=export_module,
+    discriminator_blocks=lambda D: [nn.ModuleList([b, *([D.attention[str(i)]] if str(i) in D.attention else [])])
+                                    for i, b in enumerate(D.blocks)],
+    latent_layers=latent_layers,
     about="BigGAN: residual up/down blocks, shared class embedding, hierarchical z (BigGAN-PyTorch layout)",
 ))

@@ -273,11 +273,25 @@ def export_module(G: GeneratorDeep, truncation: float | None = None) -> nn.Modul
     return folded
 
 
+def latent_layers(G: GeneratorDeep) -> list[tuple[nn.Module, slice, int]]:
+    """The layers that take z (for SeFa): the first linear layer and every conditional BN, on cat([z, embedding])."""
+    z = slice(0, G.config.dim_z)
+    out = [(G.linear, z, 0)]
+    for block in G.blocks:
+        for bn in (block.bn0, block.bn1, block.bn2, block.bn3):
+            out += [(bn.gain, z, 0), (bn.bias, z, 0)]
+    return out
+
+
 FAMILY = register(Family(
     name="biggan-deep", config=BigGANDeepConfig, generator=GeneratorDeep, discriminator=DiscriminatorDeep,
     objective=BigGANObjective, draw_latents=draw_z,
     # The TF-Hub statistics per truncation were computed for z = truncation * truncnorm(-2, 2).
     truncation_mode=lambda config: "scale" if config.n_stats else "resample",
     truncation_modes=("resample", "scale"), fold=fast_generator, recalibrate=standing_stats, export=export_module,
+    discriminator_blocks=lambda D: [nn.ModuleList([*([D.input_conv] if k == 0 else []), b,
+                                                   *([D.attention[str(k)]] if str(k) in D.attention else [])])
+                                    for k, b in enumerate(D.blocks)],
+    latent_layers=latent_layers,
     about="BigGAN-deep: bottleneck blocks; TF-Hub / pytorch-pretrained-biggan layout",
 ))

@@ -538,5 +538,7 @@ FAMILY = register(Family(
     name="stylegan2", config=StyleGAN2Config, generator=Generator, discriminator=Discriminator,
     objective=StyleGAN2Objective, draw_latents=draw_z, truncation_mode=lambda config: "w",
     truncation_modes=("w",), map_latents=map_latents, export=ExportGenerator,
+    discriminator_blocks=lambda D: [getattr(D, f"b{res}") for res in D.resolutions],  # the epilogue b4 not
+    latent_layers=lambda G: [(m.affine, slice(None), 0) for m in G.synthesis.modules() if hasattr(m, "affine")],
     about="StyleGAN2 (stylegan2-ada semantics): mapping network, modulated convolutions, skip G, resnet/orig D",
 ))

@@ -1,7 +1,8 @@
 """The HTTP API and its page: ``create_app(models, settings)`` -> a FastAPI app (OpenAPI at ``/docs``).
 
-``GET /health``, ``GET /v1/models``, ``POST /v1/generate`` (PNG grid, NPZ or JSON), ``POST /v1/interpolate`` (GIF or
-MP4) and the page at ``/``. Every bad input is a 4xx JSON body ``{"error": message, "field": name}`` whose message
+``GET /health``, ``GET /v1/models``, ``POST /v1/generate`` (PNG grid, NPZ or JSON), ``POST /v1/render`` (the
+latents of a latents file or a JSON body, back as images), ``POST /v1/interpolate`` (GIF or MP4) and the page at
+``/``. Every bad input is a 4xx JSON body ``{"error": message, "field": name}`` whose message
 says what to send instead. Generation runs through one ``Batcher`` (scalegan/serve/batcher.py), never on the event
 loop; encoding runs in a worker thread too.
 """
@@ -16,7 +17,6 @@ import ipaddress
 import json
 import math
 import os
-import tempfile
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +24,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..edit import encode_mp4
 from ..sampling import make_grid
 from .batcher import Batcher, Job, QueueFull
 from .models import RequestError, ServedModel
@@ -98,6 +99,26 @@ class InterpolateRequest(BaseModel):
     truncation: float | None = None
     format: Literal["gif", "mp4"] = "gif"
     fps: int = Field(12, ge=1, le=60)
+
+
+class RenderRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model: str | None = Field(None, description="a name from GET /v1/models (default: the first model)")
+    latents: list = Field(..., description="z [n][z_dim], or for StyleGAN2 W [n][num_ws][w_dim] (rendered as is)")
+    class_: Class | list[Class] | None = Field(None, alias="class", description="the class of every latent (a list "
+                                               "of n), or one class for all; leave out for an unconditional model")
+    truncation: float | None = Field(None, description="the truncation the z were drawn with (BigGAN-deep: selects "
+                                     "BN statistics; StyleGAN2: psi); ignored for W")
+    format: Literal["png", "npz", "json"] = Field("png", description="png: one grid; npz / json: images + latents")
+    nrow: int | None = Field(None, ge=1, le=64, description="images per grid row")
+
+
+# An NPZ body's schema for the OpenAPI page (the route reads the body itself: JSON or a latents file).
+RENDER_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": RenderRequest.model_json_schema(by_alias=True)},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary", "description":
+                                            "a latents file (NPZ: latents, y, truncation), e.g. from `scalegan sample "
+                                            "--npz F --save-latents`, `scalegan edit` or /v1/generate's npz"}}}}}
 
 
 # --------------------------------------------------------------------------------------------- the app
@@ -209,6 +230,14 @@ def _add_routes(app: FastAPI, server: Server) -> None:
     async def generate(body: GenerateRequest):
         return await _generate(server, body)
 
+    @app.post("/v1/render", dependencies=auth, response_class=Response, openapi_extra=RENDER_BODY,
+              responses={200: {"content": {"image/png": {}, "application/json": {}, "application/x-npz": {}},
+                               "description": "the images of the latents: a PNG grid, or images and latents"}})
+    async def render(request: Request, model: str | None = Query(None, description="NPZ bodies: the model"),
+                     format: Literal["png", "npz", "json"] = Query("png", description="NPZ bodies: the output"),
+                     nrow: int | None = Query(None, ge=1, le=64, description="NPZ bodies: images per grid row")):
+        return await _render(server, request, model, format, nrow)
+
     @app.post("/v1/interpolate", dependencies=auth, response_class=Response,
               responses={200: {"content": {"image/gif": {}, "video/mp4": {}}, "description": "the animation"}})
     async def interpolate(body: InterpolateRequest):
@@ -265,12 +294,70 @@ def _encode_images(fmt: str, images: torch.Tensor, latents: torch.Tensor, meta: 
         return _png(make_grid(images, nrow=nrow)), "image/png"
     if fmt == "npz":
         buffer = io.BytesIO()
-        y = np.array(meta["classes"] if meta["classes"] is not None else [], dtype=np.int64)
-        np.savez(buffer, x=hwc, y=y, latents=latents.numpy(), seed=np.int64(meta["seed"]),
+        # A latents file too (scalegan.latents): y is -1 for an unconditional model.
+        y = np.array(meta["classes"] if meta["classes"] is not None else [-1] * len(hwc), dtype=np.int64)
+        seed = {"seed": np.int64(meta["seed"])} if meta.get("seed") is not None else {}
+        np.savez(buffer, x=hwc, y=y, latents=latents.numpy(), **seed,
                  truncation=np.float64(meta["truncation"] if meta["truncation"] is not None else math.nan))
         return buffer.getvalue(), "application/x-npz"
     pngs = ["data:image/png;base64," + base64.b64encode(_png(a)).decode() for a in hwc]
     return json.dumps({**meta, "images": pngs, "latents": latents.tolist()}).encode(), "application/json"
+
+
+# --------------------------------------------------------------------------------------------- render
+async def _render(server: Server, request: Request, model: str | None, fmt: str, nrow: int | None) -> Response:
+    """Latents back to images: a latents file (NPZ body) or a JSON body (``RenderRequest``)."""
+    body = await request.body()
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "application/json":
+        try:
+            req = RenderRequest.model_validate_json(body)
+        except ValidationError as e:
+            raise RequestValidationError(e.errors()) from None
+        served, fmt, nrow = server.model(req.model), req.format, req.nrow or nrow
+        data = _latents_npz(served, req)
+    elif media in ("application/octet-stream", "application/x-npz", "application/zip", ""):
+        served, data = server.model(model), body
+    else:
+        raise RequestError(f"content type {media!r}: send a latents file (application/octet-stream) or a JSON body "
+                           "(application/json)", "content-type", 415)
+    latents, labels, truncation = served.read_latents(data)
+    if len(latents) > server.settings.max_n:
+        raise RequestError(f"at most {server.settings.max_n} latents per request, got {len(latents)}", "latents")
+    kind = "w" if latents.dim() == 3 else "z"
+    truncation = served.check_truncation(truncation) if kind == "z" else None  # W already holds psi
+    images = await server.run(served, truncation, kind, latents, labels)
+    meta = {"model": served.name, "truncation": truncation,
+            "classes": labels.tolist() if labels is not None else None}
+    content, media_type = await asyncio.to_thread(_encode_images, fmt, images, latents, meta,
+                                                  nrow or min(len(latents), 8))
+    headers = {"Content-Disposition": f'inline; filename="{served.name}-render.{fmt}"'}
+    return Response(content, media_type=media_type, headers=headers)
+
+
+def _latents_npz(served: ServedModel, req: RenderRequest) -> bytes:
+    """A JSON body as a latents file's bytes, so both bodies are checked by one reader (``load_latents``)."""
+    try:
+        latents = np.asarray(req.latents, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise RequestError("latents must be a rectangular array of numbers: [n][z_dim], or [n][num_ws][w_dim] for "
+                           "StyleGAN2 W", "latents") from None
+    n = len(latents) if latents.ndim else 0
+    if req.class_ is None:
+        if served.conditional:
+            raise RequestError(f"model {served.name!r} is class-conditional: give the class of every latent (a list of "
+                               f"{n}) or one class for all", "class")
+        y = np.full(n, -1, dtype=np.int64)
+    else:
+        classes = req.class_ if isinstance(req.class_, list) else [req.class_] * n
+        if len(classes) != n:
+            raise RequestError(f"class: got {len(classes)} classes for {n} latents (give one per latent, or one for "
+                               "all)", "class")
+        y = np.array([served.label(c) for c in classes], dtype=np.int64)
+    buffer = io.BytesIO()
+    np.savez(buffer, latents=latents, y=y,
+             truncation=np.float64(req.truncation if req.truncation is not None else math.nan))
+    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------------------------- interpolate
@@ -310,7 +397,7 @@ async def _interpolate(server: Server, body: InterpolateRequest) -> Response:
 
 
 def _encode_animation(fmt: str, images: torch.Tensor, fps: int) -> tuple[bytes, str]:
-    """Frames A -> B -> A as a looping GIF (PIL) or an H.264 MP4 (imageio's bundled ffmpeg)."""
+    """Frames A -> B -> A as a looping GIF (PIL) or an H.264 MP4 (``scalegan.edit.encode_mp4``)."""
     frames = list(images.permute(0, 2, 3, 1).numpy())
     frames = frames + frames[-2:0:-1]
     if fmt == "gif":
@@ -318,19 +405,7 @@ def _encode_animation(fmt: str, images: torch.Tensor, fps: int) -> tuple[bytes, 
         buffer = io.BytesIO()
         pil[0].save(buffer, format="GIF", save_all=True, append_images=pil[1:], duration=round(1000 / fps), loop=0)
         return buffer.getvalue(), "image/gif"
-    import imageio.v2 as imageio
-
-    h, w, c = frames[0].shape
-    H, W = -(-h // 16) * 16, -(-w // 16) * 16  # H.264 in yuv420p: sizes in macro blocks of 16
-    padded = [np.pad(np.repeat(f, 3, -1) if c == 1 else f, ((0, H - h), (0, W - w), (0, 0)), mode="edge")
-              for f in frames]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "interpolation.mp4")
-        with imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
-                                macro_block_size=16, ffmpeg_log_level="error") as writer:
-            for f in padded:
-                writer.append_data(f)
-        return Path(path).read_bytes(), "video/mp4"
+    return encode_mp4(frames, fps), "video/mp4"
 
 
 # --------------------------------------------------------------------------------------------- body limit
@@ -363,7 +438,7 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
     async def _reject(self, send):
-        response = JSONResponse({"error": f"request body over {self.limit} bytes: send a smaller JSON body",
-                                 "field": None}, 413)
+        response = JSONResponse({"error": f"request body over {self.limit} bytes: send a smaller body (fewer "
+                                          "latents)", "field": None}, 413)
         await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})

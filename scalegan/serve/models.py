@@ -4,6 +4,7 @@ the request's own seed, exactly as ``scalegan.sample`` draws them)."""
 
 from __future__ import annotations
 
+import io
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from ..family import get_family
+from ..latents import load_latents
 from ..pretrained import PRETRAINED
 from ..sampling import draw, resolve_class, resolve_truncation_mode
 from ..utils import to_uint8
@@ -103,6 +105,18 @@ class ServedModel:
             return latents, "z"
         return map_latents(self.G, latents, labels, truncation), "w"
 
+    def read_latents(self, data: bytes) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
+        """``(latents, labels, truncation)`` of a latents file's bytes (``scalegan.latents.load_latents``: shapes,
+        classes and values checked against this model); bad input is a 422 on ``latents``."""
+        if not data.startswith(b"PK"):
+            raise RequestError("the request body is not a latents NPZ (a zip archive): send a latents file (latents, "
+                               "y, truncation) as application/octet-stream, or JSON {latents, class} as "
+                               "application/json", "latents")
+        try:
+            return load_latents(_Body(data), self.G.config)
+        except (ValueError, KeyError) as e:
+            raise RequestError(str(e.args[0]) if e.args else str(e), "latents") from None
+
     # ------------------------------------------------------------------ forward (worker thread)
     def module(self, truncation: float | None) -> nn.Module:
         """G, or the family's folded inference module for ``truncation`` (kept for the last few truncations)."""
@@ -175,10 +189,24 @@ class OnnxServedModel(ServedModel):
     def to_w(self, latents: torch.Tensor, labels, truncation: float | None) -> tuple[torch.Tensor, str]:
         return latents, "z"  # the graph's input is z: no mapping network to call on its own
 
+    def read_latents(self, data: bytes) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
+        latents, labels, truncation = super().read_latents(data)
+        if latents.dim() == 3:
+            raise RequestError(f"model {self.name!r} is an ONNX file, whose graph takes z: W latents need the torch "
+                               "backend (serve the model's weights)", "latents")
+        return latents, labels, truncation
+
     def forward(self, latents: torch.Tensor, labels: torch.Tensor | None, truncation: float | None) -> torch.Tensor:
         """uint8 images [N, C, H, W]; ``truncation`` was checked (baked) or shaped the latents (not baked)."""
         y = labels.numpy() if labels is not None else None
         return to_uint8(torch.from_numpy(self.G(latents.numpy(), y)))
+
+
+class _Body(io.BytesIO):
+    """A request body that error messages name as such (``load_latents`` names its file)."""
+
+    def __str__(self) -> str:
+        return "the request body"
 
 
 def model_names(sources: list[str]) -> list[str]:

@@ -15,6 +15,7 @@ from ..metrics.eval import parse_metrics
 from ..objectives import make_config
 from ..registry import get_preset
 from ..utils import check_types
+from .finetune import check_source, parse_class_map
 
 PRECISIONS = ("auto", "float32", "bf16", "fp16")
 
@@ -95,6 +96,25 @@ class TrainConfig:
     tensorboard: bool = _f(True, "write TensorBoard event files to RUN/logs/")
     progress: bool = _f(True, "show a progress bar")
     resume: bool = _f(False, "continue the run in out_dir from its latest checkpoint")
+    init_from: str | None = _f(None, "fine-tune: start from this source instead of random weights: a run folder "
+                               "(its newest checkpoint's G, G_ema and D), a checkpoint folder, a weights folder, a "
+                               ".safetensors file or a pretrained name (G only: D starts fresh). Only when the run "
+                               "starts; --resume continues from the run's own checkpoint")
+    class_map: str | None = _f(None, "with --init-from: NEW:OLD pairs, e.g. 0:3,1:5,2:7 (new class NEW starts from "
+                               "the source's class OLD; unlisted new classes start fresh), or reinit (every class "
+                               "embedding fresh); default: copied when the class counts agree, else re-initialised")
+    d_warmup: int | None = _f(None, "with --init-from: the first N iterations train D only (G frozen); default: "
+                              "200 when the source has no discriminator (a fresh D), else 0")
+    freeze_d: int = _f(0, "freeze the first K discriminator blocks, nearest the input image (FreezeD, Mo et al. "
+                       "2020); 0 = off")
+    on_divergence: str = _f("stop", "when a loss, gradient or weight becomes NaN/inf (checked every step, before the "
+                            "optimizer applies it): stop (write nothing new, keep the last good checkpoint, exit "
+                            "non-zero naming the step) or rollback (reload the newest intact checkpoint, multiply "
+                            "the learning rates by --rollback-lr-factor and continue)", choices=("stop", "rollback"))
+    rollback_lr_factor: float = _f(0.5, "with --on-divergence rollback: the learning rates' factor per rollback")
+    max_rollbacks: int = _f(3, "with --on-divergence rollback: rollbacks allowed in a run before it stops")
+    ckpt_failure: str = _f("stop", "when a checkpoint cannot be written (full disk, I/O error; the previous one "
+                           "stays intact): stop with the reason, or warn and keep training", choices=("stop", "warn"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -171,6 +191,20 @@ class TrainConfig:
         if self.eval_every:
             parse_metrics(self.eval_metrics)
         parse_device(self.device)
+        if self.on_divergence not in ("stop", "rollback") or self.ckpt_failure not in ("stop", "warn"):
+            raise ValueError(f"on_divergence must be stop or rollback and ckpt_failure stop or warn, got "
+                             f"{self.on_divergence!r}, {self.ckpt_failure!r}")
+        if not 0 < self.rollback_lr_factor <= 1 or self.max_rollbacks < 0:
+            raise ValueError(f"rollback_lr_factor must be in (0, 1] and max_rollbacks >= 0, got "
+                             f"{self.rollback_lr_factor}, {self.max_rollbacks}")
+        if self.freeze_d < 0 or (self.d_warmup is not None and self.d_warmup < 0):
+            raise ValueError(f"freeze_d and d_warmup must be >= 0, got {self.freeze_d}, {self.d_warmup}")
+        if self.class_map is not None or self.d_warmup is not None:
+            if self.init_from is None:
+                raise ValueError("class_map and d_warmup need init_from: pass --init-from SOURCE")
+            parse_class_map(self.class_map)
+        if self.init_from and not self.resume:  # a resumed run needs its own checkpoint only
+            check_source(self.init_from)
         self.objective_config()
 
 

@@ -35,12 +35,31 @@ from ..registry import model_config
 from ..sampling import draw, make_grid, save_image
 from ..utils import __version__, write_json
 from ..weights import read_config
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoints, intact_checkpoint, latest_checkpoint_name, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, all_sum, any_rank, init_distributed, shutdown
 from .ema import ema_beta, ema_update
+from .finetune import frozen_parameters, initialise
 from .logger import RunLogger
 from .stream import BatchStream
+
+
+class Diverged(Exception):
+    """A phase produced a non-finite loss, gradient or weight; raised before its optimizer step is applied (a
+    non-finite weight after a step is raised before anything is checkpointed)."""
+
+    def __init__(self, phase: str, what: str):
+        super().__init__(f"non-finite {what} in phase {phase}")
+        self.phase, self.what = phase, what
+
+
+class DivergenceError(ValueError):
+    """Training stopped on a non-finite value (``--on-divergence stop``, or rollbacks used up)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the previous one is intact."""
+
 
 # Evaluation results where smaller is better; for every other result (IS, precision, recall, density,
 # coverage, class accuracy) larger is better.
@@ -129,6 +148,7 @@ def phase_step(objective, phase: Phase, optimizer: torch.optim.Optimizer, scaler
     wrapper = nets.G_train if phase.network == "G" else nets.D_train
     optimizer.zero_grad(set_to_none=True)
     logged: dict[str, list[torch.Tensor]] = {}
+    losses: list[torch.Tensor] = []
     for j in range(accumulation):
         last = j == accumulation - 1
         with contextlib.nullcontext() if last or not hasattr(wrapper, "no_sync") else wrapper.no_sync():
@@ -138,12 +158,54 @@ def phase_step(objective, phase: Phase, optimizer: torch.optim.Optimizer, scaler
             scaler.scale(loss / accumulation).backward()
         for key, value in values.items():
             logged.setdefault(key, []).append(value)
+        losses.append(loss.detach().float().reshape(()))
     penalty = objective.penalty(phase)
     if penalty is not None:
         scaler.scale(penalty).backward()
+        losses.append(penalty.detach().float().reshape(()))
+    _check_finite(phase, optimizer, scaler, losses)
     scaler.step(optimizer)
     scaler.update()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if _any_rank(~_finite([p.detach() for p in params])):
+        raise Diverged(phase.name, f"weights of {phase.network} (after the step)")
     return {key: torch.stack(values).mean() for key, values in logged.items()}
+
+
+def _finite(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """One bool tensor: the L2 norm of every tensor is finite, i.e. no NaN or inf (and no entry beyond ~1e19,
+    which overflows the norm: diverged as well). torch's fused multi-tensor norm: well under a millisecond for
+    the demo models on a CPU, where an elementwise ``isfinite`` pass is 100x slower."""
+    if not tensors:
+        return torch.tensor(True)
+    return torch.stack(torch._foreach_norm(tensors, 2)).float().isfinite().all()
+
+
+def _any_rank(flag: torch.Tensor) -> bool:
+    """``flag`` on any rank (one small all-reduce under torchrun), as a Python bool (one sync)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        flag = flag.to(torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag)
+
+
+def _check_finite(phase: Phase, optimizer, scaler, losses: list[torch.Tensor]) -> None:
+    """Raise ``Diverged`` if a loss, a gradient or a weight of the phase's network is not finite, before the step.
+    Under fp16 loss scaling, non-finite gradients are the scaler's business (it skips the step and lowers the
+    scale); a non-finite loss is still divergence."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if scaler.is_enabled():
+        scaler.unscale_(optimizer)
+        grads = []
+    checks = torch.stack([_finite(losses), _finite(grads), _finite([p.detach() for p in params])])
+    bad = ~checks
+    if not _any_rank(bad.any()):
+        return
+    names = ("loss", "gradient norm", f"weights of {phase.network}")
+    raise Diverged(phase.name, names[int(bad.int().argmax())])
 
 
 class Run:
@@ -154,27 +216,30 @@ class Run:
         self.cfg, self.hardware = cfg.resolve_hardware(device)
         self.info, self.device, self.main = info, device, info.is_main
         self.dir = Path(cfg.out_dir)
+        ckpt = self._find_checkpoint()
+        self.dataset, self.mcfg = open_training_data(self.cfg)
         if self.main:
             print(f"scalegan train: precision {self.hardware['precision']} ({self.hardware['precision_reason']}); "
                   f"channels_last {self.hardware['channels_last']} ({self.hardware['channels_last_reason']})",
                   file=sys.stderr)
-        ckpt = self._find_checkpoint()
-        self.dataset, self.mcfg = open_training_data(self.cfg)
         if ckpt is not None and read_config(ckpt)[0] != self.mcfg:
             raise ValueError(f"--resume: the model config differs from the checkpoint's ({ckpt / 'config.json'}); "
                              "resume with the same --model and --set flags")
         self.class_names = list(self.dataset.class_names) if self.mcfg.n_classes else []
         self._build_models()
-        state = load_checkpoint(ckpt, self.modules) if ckpt is not None else None
+        state = load_checkpoint(ckpt, self.modules, verify=False) if ckpt is not None else None
         self._build_training(state)
         self._open_outputs()
 
     # ------------------------------------------------------------------------------------------------ setup
     def _find_checkpoint(self) -> Path | None:
-        ckpt = latest_checkpoint(self.dir)
-        if ckpt is not None and not self.cfg.resume:
-            raise FileExistsError(f"{self.dir} already holds a run (checkpoint {ckpt.name}): pass --resume to "
+        """With --resume the newest intact checkpoint (verified against its manifest; damaged ones are skipped with
+        a warning); without, the run folder must hold no checkpoint."""
+        existing = latest_checkpoint_name(self.dir) or next((p.name for p in checkpoints(self.dir)), None)
+        if existing is not None and not self.cfg.resume:
+            raise FileExistsError(f"{self.dir} already holds a run (checkpoint {existing}): pass --resume to "
                                   "continue it, or choose another --out-dir")
+        ckpt = intact_checkpoint(self.dir) if self.cfg.resume else None
         if self.cfg.resume and ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {self.dir}/checkpoints")
         return ckpt
@@ -190,6 +255,9 @@ class Run:
                 m.to(device=self.device, memory_format=self.memory_format)
         torch.manual_seed(cfg.seed + self.info.rank)  # other randomness (e.g. data-loader workers) differs per rank
         self.modules = {"G": self.G, "D": self.D, **({"G_ema": self.G_ema} if self.G_ema is not None else {})}
+        self.init_record = initialise(cfg, self.modules, self.dir, verbose=self.main)  # --init-from; not on resume
+        self.d_warmup = (self.init_record or {}).get("d_warmup", 0)  # iterations in which only D's phases run
+        self.frozen = {id(p) for p in frozen_parameters(self.D, cfg.freeze_d)}  # FreezeD: not in D's optimizer
 
     def _build_training(self, state: dict | None) -> None:
         """Noise, data stream, wrappers, objective and optimizers, restored from ``state`` when resuming."""
@@ -201,9 +269,11 @@ class Run:
         self.fixed = tuple(t.to(self.device) if t is not None else None
                            for t in draw(self.G, rows * 10, y, cfg.sample_truncation, fixed))
         self.step, self.elapsed, stream_state, self.best = 0, 0.0, {"epoch": 0, "pos": 0}, None
+        self.guard = {"rollbacks": 0, "lr_scale": 1.0}  # divergence rollbacks so far, the learning rates' factor
         if state is not None:
             self.step, self.elapsed, stream_state = state["step"], state["elapsed"], state["stream"]
             self.best = state.get("best")
+            self.guard = dict(state.get("guard") or self.guard)
             self.noise.set_state(state["noise_rng"])
             if state.get("world_size", 1) != info.world_size and self.main:
                 warnings.warn(f"resuming a run of {state.get('world_size', 1)} processes with {info.world_size}: "
@@ -224,6 +294,9 @@ class Run:
                 self.scalers[name].load_state_dict(state.get(f"scaler_{name}") or {})
             legacy = {"lecam": state.get("lecam")} if "objective" not in state else None  # 0.1.0 checkpoints
             self.objective.load_state_dict(state.get("objective") or legacy or {})
+        for name, optimizer in self.optimizers.items():  # after rollbacks: the lowered rates
+            for group in optimizer.param_groups:
+                group["lr"] = self.base_lr[name] * self.guard["lr_scale"]
 
     def _wrap(self) -> Nets:
         """DDP and compiled wrappers. Buffers (SN vectors, BN statistics) are synced once, at wrapping, then stay
@@ -273,12 +346,13 @@ class Run:
         """Adam for G and D (with the lazy-regularisation correction of networks whose phases run lazily); loss
         scaling only for fp16, whose range is too small for GAN gradients."""
         cfg, phases = self.cfg, self.objective.phases
-        optimizers, scalers = {}, {}
+        optimizers, scalers, self.base_lr = {}, {}, {}
         for name, net, lr in (("G", self.G, cfg.lr_g), ("D", self.D, cfg.lr_d)):
             ratio = lazy_ratio(phases, name)
             betas = (cfg.beta1, cfg.beta2) if ratio == 1 else (cfg.beta1 ** ratio, cfg.beta2 ** ratio)
-            optimizers[name] = torch.optim.Adam(net.parameters(), lr if ratio == 1 else lr * ratio, betas=betas,
-                                                eps=cfg.adam_eps)
+            self.base_lr[name] = lr if ratio == 1 else lr * ratio
+            params = [p for p in net.parameters() if id(p) not in self.frozen]
+            optimizers[name] = torch.optim.Adam(params, self.base_lr[name], betas=betas, eps=cfg.adam_eps)
             scalers[name] = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         return optimizers, scalers
 
@@ -290,7 +364,7 @@ class Run:
                        {"scalegan_version": __version__, "train": cfg.to_dict(),
                         "objective": vars(cfg.objective_config()), "hardware": self.hardware,
                         "model": self.mcfg.to_dict(), "dataset": self.dataset.describe(),
-                        "world_size": self.info.world_size})
+                        "world_size": self.info.world_size, "init_from": self.init_record})
         self.logger = RunLogger(self.dir / "logs", cfg.tensorboard) if main else None
         if main:
             self.logger.record("metrics.jsonl", {"step": self.step, "event": "start",
@@ -314,10 +388,11 @@ class Run:
                 # Randomness inside phases (noise inputs, style mixing, regulariser noise) comes from torch's global
                 # generator, seeded per iteration and rank: a resumed run continues exactly; ranks differ.
                 torch.manual_seed(((cfg.seed * 1_000_003 + self.info.rank) * 1_000_003 + self.step) % (2**63 - 1))
-                for phase in self.objective.phases:
-                    if self.step % phase.interval == 0:
-                        for _ in range(phase.repeat):
-                            self._phase_step(phase)
+                try:
+                    self._phases()
+                except Diverged as e:
+                    self._diverged(e, bar)  # stops, or reloads the newest intact checkpoint
+                    continue
                 if self.augmenter is not None:  # ADA's p follows D's outputs on reals (the same on every rank)
                     self.augmenter.update(self.images_per_iteration, lambda t: all_sum(t, self.info))
                 self.step += 1
@@ -338,6 +413,43 @@ class Run:
         if not self.main:
             return {"step": self.step, "rank": self.info.rank}
         return self._finish(Gs, path, stop, start_step)
+
+    def _phases(self) -> None:
+        for phase in self.objective.phases:
+            if self.step % phase.interval == 0 and (phase.network != "G" or self.step >= self.d_warmup):
+                for _ in range(phase.repeat):
+                    self._phase_step(phase)
+
+    def _diverged(self, e: Diverged, bar) -> None:
+        """``--on-divergence``: stop (nothing new written), or roll back to the newest intact checkpoint with the
+        learning rates multiplied by ``rollback_lr_factor`` (at most ``max_rollbacks`` times)."""
+        cfg, step = self.cfg, self.step + 1
+        what = f"{e} at step {step}"
+        record = {"step": step, "event": "diverged", "phase": e.phase, "non_finite": e.what}
+        ckpt = intact_checkpoint(self.dir) if cfg.on_divergence == "rollback" else None
+        used = self.guard["rollbacks"] >= cfg.max_rollbacks
+        reason = ("--on-divergence stop" if cfg.on_divergence == "stop" else
+                  f"{cfg.max_rollbacks} rollbacks used (--max-rollbacks)" if used else
+                  "no checkpoint to roll back to (lower --ckpt-every)" if ckpt is None else None)
+        if reason is not None:
+            if self.main:
+                self.logger.record("metrics.jsonl", {**record, "action": "stop"})
+                self.logger.close()
+            bar.close()
+            kept = latest_checkpoint_name(self.dir)
+            raise DivergenceError(f"training diverged: {what}; stopped ({reason}); nothing new was written"
+                                  + (f", the last good checkpoint is {kept}" if kept else ""))
+        guard = {"rollbacks": self.guard["rollbacks"] + 1, "lr_scale": self.guard["lr_scale"] * cfg.rollback_lr_factor}
+        state = load_checkpoint(ckpt, self.modules, verify=False)
+        self._build_training({**state, "guard": guard})
+        self.sums, self.counts = {}, {}
+        bar.n = self.step
+        if self.main:
+            self.logger.record("metrics.jsonl", {**record, "action": "rollback", "to_step": self.step,
+                                                 **guard})
+            warnings.warn(f"training diverged: {what}; rolled back to {ckpt.name} with the learning rates x"
+                          f"{guard['lr_scale']:g} (rollback {guard['rollbacks']} of {cfg.max_rollbacks})",
+                          stacklevel=2)
 
     def _phase_step(self, phase: Phase) -> None:
         name = phase.network
@@ -397,7 +509,7 @@ class Run:
         save_image(grid, self.dir / "samples" / name)
         self.logger.image(self.step, "samples", grid)
 
-    def checkpoint(self, Gs: nn.Module | None = None, name: str | None = None) -> Path:
+    def checkpoint(self, Gs: nn.Module | None = None, name: str | None = None) -> Path | None:
         opt, scalers = self.optimizers, self.scalers
         state = {"step": self.step, "elapsed": self.elapsed, "stream": self.stream.state(),
                  "opt_G": opt["G"].state_dict(), "opt_D": opt["D"].state_dict(),
@@ -405,11 +517,23 @@ class Run:
                  "noise_rng": self.noise.get_state(),
                  "augment": self.augmenter.state_dict() if self.augmenter is not None else None,
                  "objective": self.objective.state_dict(), "best": self.best, "world_size": self.info.world_size,
-                 "train_config": self.cfg.to_dict()}
+                 "guard": self.guard, "train_config": self.cfg.to_dict()}
         extra = {"eval": self.best} if name == "best" else {}
-        return save_checkpoint(self.dir, self.step, {**self.modules, "model": Gs or self.sampler()}, state,
-                               self.mcfg, keep=self.cfg.keep_checkpoints, class_names=self.class_names,
-                               dataset=self.dataset.describe(), name=name, **extra)
+        try:
+            return save_checkpoint(self.dir, self.step, {**self.modules, "model": Gs or self.sampler()}, state,
+                                   self.mcfg, keep=self.cfg.keep_checkpoints, class_names=self.class_names,
+                                   dataset=self.dataset.describe(), name=name, **extra)
+        except OSError as e:  # a full disk, an I/O error: the previous checkpoints and `latest` are untouched
+            kept = latest_checkpoint_name(self.dir)
+            why = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+            message = (f"the checkpoint of step {self.step} could not be written ({why}); "
+                       + (f"the previous one, {kept}, is intact" if kept else "no earlier checkpoint exists"))
+            self.logger.record("metrics.jsonl", {"step": self.step, "event": "checkpoint_failed", "error": why})
+            if self.cfg.ckpt_failure != "warn":
+                raise CheckpointWriteError(f"{message}. Free space (or fix the disk) and continue with --resume; "
+                                           "--ckpt-failure warn keeps training instead") from e
+            warnings.warn(f"{message}; training continues (--ckpt-failure warn)", stacklevel=2)
+            return None
 
     def evaluate(self) -> None:
         Gs = self.sampler()
@@ -422,13 +546,15 @@ class Run:
             self.best = {"metric": self.evaluator.best_metric, "value": value, "step": self.step}
             self.checkpoint(Gs, name="best")
 
-    def _finish(self, Gs: nn.Module, path: Path, stop: dict, start_step: int) -> dict:
+    def _finish(self, Gs: nn.Module, path: Path | None, stop: dict, start_step: int) -> dict:
         self.write_grid(Gs, "final.png")
         self.logger.close()
         summary = {"step": self.step, "iterations_this_session": self.step - start_step,
                    "wall_seconds": self.elapsed, "s_per_it": self.elapsed / max(self.step, 1),
-                   "checkpoint": str(path), "final_grid": str(self.dir / "samples" / "final.png"),
+                   "checkpoint": str(path) if path is not None else None,
+                   "final_grid": str(self.dir / "samples" / "final.png"),
                    "stopped_by": stop or None, "world_size": self.info.world_size, "best": self.best,
+                   "rollbacks": self.guard["rollbacks"],
                    "model": self.mcfg.to_dict(), "dataset": self.dataset.describe()}
         write_json(self.dir / "summary.json", summary)
         return summary

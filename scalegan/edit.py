@@ -1,0 +1,253 @@
+"""Editing: closed-form directions (SeFa), edits along them, class morphs at a fixed latent, and walks.
+
+SeFa (Shen & Zhou 2021, "Closed-Form Factorization of Latent Semantics in GANs"): the layers that first take the
+latent map it linearly, ``A z``; the directions ``n`` that change their output most (``max ||A n||``, ``||n|| = 1``)
+are the top eigenvectors of ``A^T A``. Where several layers take the latent, their weights are stacked (rows of
+``A``). ``A`` holds the weights as the eval-mode forward applies them (spectral norm divided out, the equalised
+learning rate's gain multiplied in), so ``A z`` is exactly what those layers compute from z. Which weights take the
+latent is the family's ``latent_layers`` hook:
+
+- BigGAN: the first linear layer and, with hierarchical z, the conditional-BN gain and bias layers of every block
+  (each on its own chunk of z: a direction then lives in one chunk);
+- BigGAN-deep: the first linear layer and every block's conditional-BN gain and bias (all take the full z);
+- StyleGAN2: the style affine layers of the synthesis network (every conv's and toRGB's), so directions are in W
+  and an edit moves every layer's W.
+
+A class morph keeps the latent and mixes the class conditioning (soft labels ``(1 - t) onehot(a) + t onehot(b)``:
+BigGAN's class embeddings and StyleGAN2's mapping network take them), so its ends are the pure-class images.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .family import get_family
+from .utils import write_bytes
+
+
+# --------------------------------------------------------------------------------------------- directions
+@torch.no_grad()
+def _effective_weight(layer: nn.Module) -> torch.Tensor:
+    """The matrix ``layer`` multiplies its input by in an eval-mode forward: spectral norm applied (BigGAN's
+    ``sn_weight``, read without writing its power-iteration state) or the equalised learning rate's gain."""
+    if hasattr(layer, "sn_weight"):
+        training = layer.training
+        layer.training = False  # eval-mode weight; a training-mode call would also advance ``u``
+        try:
+            return layer.sn_weight()
+        finally:
+            layer.training = training
+    return layer.weight * getattr(layer, "weight_gain", 1.0)
+
+
+def latent_space(G) -> tuple[str, int]:
+    """The space edits work in and its size: ``("z", dim_z)``, or ``("w", w_dim)`` for a family that generates from
+    a layered latent space (``map_latents``: StyleGAN2's W)."""
+    cfg = G.config
+    if get_family(G).map_latents is not None:
+        return "w", cfg.w_dim
+    return "z", getattr(cfg, "dim_z", None) or cfg.z_dim
+
+
+def first_layer_matrix(G) -> torch.Tensor:
+    """SeFa's ``A`` [rows, dim] (float64, CPU): the eval-mode weights of the layers that take the latent, stacked,
+    each at the latent coordinates it takes, so that ``A @ z`` is what those layers add to their outputs."""
+    family = get_family(G)
+    if family.latent_layers is None:
+        raise ValueError(f"no editing directions for {family.name} models: the family does not name the layers "
+                         "that take its latent (Family.latent_layers)")
+    _, dim = latent_space(G)
+    rows = []
+    for layer, columns, start in family.latent_layers(G):
+        w = _effective_weight(layer).double().cpu()[:, columns]
+        block = torch.zeros(w.shape[0], dim, dtype=torch.float64)
+        block[:, start:start + w.shape[1]] = w
+        rows.append(block)
+    return torch.cat(rows)
+
+
+def directions(G, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top ``k`` SeFa directions of ``G`` (default: all): ``(vectors [k, dim], eigenvalues [k])``, float32 on the
+    CPU, orthonormal, in decreasing order of eigenvalue. ``dim`` is the latent size (z; W for StyleGAN2). Each
+    vector's sign is fixed (its largest entry is positive) so that a direction means the same on every call."""
+    _, dim = latent_space(G)
+    k = dim if k is None else k
+    if not 1 <= k <= dim:
+        raise ValueError(f"this model has {dim} editing directions (0..{dim - 1}); asked for {k}")
+    A = first_layer_matrix(G)
+    eigenvalues, vectors = torch.linalg.eigh(A.t() @ A)  # ascending
+    eigenvalues, vectors = eigenvalues.flip(0)[:k], vectors.flip(1)[:, :k].t()
+    signs = torch.sign(vectors.gather(1, vectors.abs().argmax(1, keepdim=True)))
+    return (vectors * signs).float(), eigenvalues.float()
+
+
+def check_direction(G, index: int, what: str = "direction") -> None:
+    """A direction index in range, or a ValueError naming the model's range."""
+    _, dim = latent_space(G)
+    if not 0 <= index < dim:
+        raise ValueError(f"{what} {index}: this model has directions 0..{dim - 1}")
+
+
+# --------------------------------------------------------------------------------------------- edits
+def _device(G) -> torch.device:
+    return next(G.parameters(), next(G.buffers(), torch.empty(0))).device
+
+
+@torch.no_grad()
+def to_space(G, latents: torch.Tensor, y: torch.Tensor | None, truncation: float | None = None) -> torch.Tensor:
+    """``latents`` in the space edits work in, on the CPU: z as it is, or (StyleGAN2) z mapped to W
+    [n, num_ws, w_dim] with truncation psi; W passes through."""
+    map_latents = get_family(G).map_latents
+    if map_latents is None or latents.dim() == 3:
+        return latents.detach().float().cpu()
+    return map_latents(G, latents, y, truncation).float()
+
+
+def apply_direction(G, latents: torch.Tensor, y: torch.Tensor | None, vector: torch.Tensor, strength: float,
+                    truncation: float | None = None) -> torch.Tensor:
+    """Latents moved by ``strength`` along ``vector`` (a unit direction from ``directions``): z + s n, or for
+    StyleGAN2 W + s n on every layer (z latents are mapped to W first, with truncation psi). Returns the edited
+    latents (CPU), which ``render`` and ``G`` take back."""
+    base = to_space(G, latents, y, truncation)
+    vector = torch.as_tensor(vector, dtype=torch.float32).reshape(-1)
+    if vector.numel() != base.shape[-1]:
+        raise ValueError(f"direction of size {vector.numel()} for latents of size {base.shape[-1]}")
+    return base + float(strength) * vector
+
+
+@torch.no_grad()
+def render(G, latents: torch.Tensor, y: torch.Tensor | None, truncation: float | None = None,
+           batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
+    """Images in [-1, 1] ([n, C, H, W], float32, CPU) of ``latents`` (z, or StyleGAN2 W) and classes ``y`` (indices
+    [n], soft labels [n, n_classes] or None), ``batch_size`` per forward. ``truncation`` goes to G (StyleGAN2: psi
+    for z, ignored for W; BigGAN-deep: the BN statistics; BigGAN: ignored, it shaped z)."""
+    device, n = _device(G), len(latents)
+    step = batch_size or max(n, 1)
+    out = []
+    for i in tqdm(range(0, n, step), desc="rendering", unit="batch", disable=not progress or n <= step,
+                  file=sys.stderr):
+        yi = y[i:i + step].to(device) if y is not None else None
+        out.append(G(latents[i:i + step].to(device), yi, truncation=truncation).float().cpu())
+    cfg = G.config
+    return torch.cat(out) if out else torch.empty(0, cfg.img_channels, cfg.resolution, cfg.resolution)
+
+
+def sweep(G, latents: torch.Tensor, y: torch.Tensor | None, vectors: torch.Tensor, strengths: Sequence[float],
+          truncation: float | None = None, batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
+    """Images [n, k, s, C, H, W] of every latent moved along every one of ``vectors`` [k, dim] by every strength:
+    a sheet per latent with one row per direction and one column per strength."""
+    base = to_space(G, latents, y, truncation)  # [n, dim] or [n, num_ws, dim]
+    vectors = torch.as_tensor(vectors, dtype=torch.float32)
+    s = torch.as_tensor(list(strengths), dtype=torch.float32)
+    n, k, m = len(base), len(vectors), len(s)
+    steps = s.view(1, 1, m, 1) * vectors.view(1, k, 1, -1)  # [1, k, m, dim]
+    if base.dim() == 3:
+        steps = steps[:, :, :, None]  # the same move on every W layer
+    edited = (base[:, None, None] + steps).flatten(0, 2)
+    labels = y.repeat_interleave(k * m, 0) if y is not None else None
+    images = render(G, edited, labels, truncation if base.dim() == 2 else None, batch_size, progress)
+    return images.reshape(n, k, m, *images.shape[1:])
+
+
+# --------------------------------------------------------------------------------------------- class morphs
+def morph_labels(y: torch.Tensor, target: int, n_classes: int, t: torch.Tensor) -> torch.Tensor:
+    """Soft labels [n, steps, n_classes]: from each class ``y`` [n] (t = 0) to class ``target`` (t = 1)."""
+    start = torch.nn.functional.one_hot(y.long(), n_classes).float()[:, None]  # [n, 1, C]
+    end = torch.nn.functional.one_hot(torch.tensor(target), n_classes).float()[None, None]
+    t = t.view(1, -1, 1)
+    return start * (1 - t) + end * t
+
+
+def class_morph(G, latents: torch.Tensor, y: torch.Tensor, target: int, steps: int = 8,
+                truncation: float | None = None, batch_size: int | None = None,
+                progress: bool = False) -> torch.Tensor:
+    """Images [n, steps, C, H, W]: each latent kept fixed while its class moves from ``y`` to ``target`` (soft
+    labels, t = 0 .. 1), so the first and last columns are the pure-class images. StyleGAN2 takes z here (its W
+    already holds the class)."""
+    n_classes = G.config.n_classes
+    if not n_classes:
+        raise ValueError("a class morph needs a class-conditional generator")
+    if y is None or len(y) != len(latents):
+        raise ValueError("a class morph needs the class of every latent")
+    if not 0 <= target < n_classes:
+        raise ValueError(f"class index {target} out of range: this model has classes 0..{n_classes - 1}")
+    if latents.dim() == 3:
+        raise ValueError("a class morph needs z latents: W latents (StyleGAN2) already hold their class; morph the z "
+                         "they came from")
+    if steps < 2:
+        raise ValueError(f"a class morph needs at least 2 steps, got {steps}")
+    labels = morph_labels(y, target, n_classes, torch.linspace(0, 1, steps)).flatten(0, 1)
+    images = render(G, latents.repeat_interleave(steps, 0), labels, truncation, batch_size, progress)
+    return images.reshape(len(latents), steps, *images.shape[1:])
+
+
+# --------------------------------------------------------------------------------------------- walks
+def walk_frames(grid: torch.Tensor, nrow: int | None = None) -> list[np.ndarray]:
+    """Animation frames (uint8 [H, W, C]) from images [n, steps, C, H, W]: frame j tiles step j of every latent;
+    the walk plays forth and back."""
+    from .sampling import make_grid
+
+    n, steps = grid.shape[:2]
+    frames = [make_grid(grid[:, j], nrow=nrow or min(n, 8)) for j in range(steps)]
+    return frames + frames[-2:0:-1]
+
+
+def encode_mp4(frames: Sequence[np.ndarray], fps: int = 12) -> bytes:
+    """uint8 [H, W, C] frames as an H.264 MP4 file's bytes (imageio's bundled ffmpeg: the ``serve`` extra). Frames
+    are padded (edge pixels) to whole 16-pixel macro blocks (yuv420p); grayscale is written as RGB."""
+    try:
+        import imageio.v2 as imageio
+        import imageio_ffmpeg  # noqa: F401  (the ffmpeg binary imageio's FFMPEG format runs)
+    except ImportError:
+        raise OSError("writing MP4 needs imageio and imageio-ffmpeg: pip install scalegan[serve] (or write a .gif)") \
+            from None
+    h, w, c = frames[0].shape
+    H, W = -(-h // 16) * 16, -(-w // 16) * 16
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "walk.mp4")  # ffmpeg picks the container by the extension
+        with imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
+                                macro_block_size=16, ffmpeg_log_level="error") as writer:
+            for f in frames:
+                f = np.repeat(f, 3, -1) if c == 1 else f
+                writer.append_data(np.pad(f, ((0, H - h), (0, W - w), (0, 0)), mode="edge"))
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def save_mp4(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: int = 12) -> None:
+    """Write frames as an MP4 (``encode_mp4``), atomically."""
+    write_bytes(path, encode_mp4(frames, fps))
+
+
+def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: int = 12) -> None:
+    """A GIF or an MP4, by ``path``'s extension."""
+    from .sampling import save_gif
+
+    ext = os.path.splitext(str(path))[1].lower()
+    if ext == ".gif":
+        save_gif(frames, path, duration_ms=round(1000 / fps))
+    elif ext == ".mp4":
+        save_mp4(frames, path, fps)
+    else:
+        raise ValueError(f"{path}: write a walk as .gif or .mp4")
+
+
+def strengths(strength: float, steps: int) -> list[float]:
+    """``steps`` strengths from -|strength| to |strength|."""
+    s = abs(float(strength))
+    if not math.isfinite(s):
+        raise ValueError(f"strength must be finite, got {strength}")
+    return torch.linspace(-s, s, steps).tolist()
+
+
+__all__ = ["apply_direction", "class_morph", "directions", "first_layer_matrix", "latent_space", "morph_labels",
+           "encode_mp4", "render", "save_animation", "save_mp4", "sweep", "to_space", "walk_frames"]

@@ -1,0 +1,520 @@
+"""Inversion of real images into a generator, and restoration through it (inpainting, super-resolution).
+
+``invert(G, images)`` searches for a class and a latent whose image matches each input: z for BigGAN and
+BigGAN-deep, W for StyleGAN2 (one W for every layer, then per-layer W+ late in the search of plain inversion).
+The search is Adam on the latents only (G is left as it is: eval mode, which writes nothing, and no parameter
+gradients) with several restarts, on a loss of
+
+- pixels: mean squared error of the degraded generated image against the input;
+- several scales: the same on an average-pooled image pyramid (down to 4 px), and, with a ``classifier`` (the
+  project's ``SmallClassifier``, which ``ClassifierBackbone`` wraps), the distance of its penultimate features;
+- a latent prior: BigGAN keeps z near the shell of N(0, I) (``(mean(z^2) - 1)^2``); StyleGAN2 keeps W near the
+  centre it starts from (the class's average W when the model tracks one, else ``w_avg``).
+
+Restoration takes the loss through the degradation: ``task="inpaint"`` compares known pixels only (``mask`` 1 =
+known, 0 = missing) and returns the generated image with the known pixels put back from the input;
+``task="superres"`` compares the generated image, down-sampled by area averaging by ``factor``, with the
+low-resolution input, and returns the generated image at the model's resolution.
+
+Class candidates, in this order: the ``classes`` given; else the ``top_k`` classes a discriminator ``D`` scores
+highest (``D(x, c)`` for every class); else a ``classifier``'s ``top_k``; else every class (at most
+``max_classes``), narrowed to ``top_k`` after the first part of the search. The first part (a quarter of the steps)
+runs every restart of every candidate; the rest continues the best restart of each of the ``top_k`` best
+candidates; the lowest final objective (loss + prior) picks the class and latent of each image. (``scalegan
+invert`` passes D only for models of more than 64 classes: on its benchmark, trying every class found the class
+far more often than D's top-k.)
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .family import get_family
+
+TASKS = ("invert", "inpaint", "superres")
+
+
+@dataclass
+class InversionResult:
+    """What ``invert`` found, per input image (N of them).
+
+    ``images``: the restored images [N, C, R, R] in [-1, 1] (inpainting: known pixels from the input);
+    ``latents``: z [N, z_dim] or StyleGAN2 W [N, num_ws, w_dim], which ``G(latents, y)`` renders; ``y``: classes
+    [N] (None for an unconditional model); ``psnr``: dB of the generated image against the input, through the
+    degradation (inversion: all pixels; inpainting: the known ones; super-resolution: at the input's resolution);
+    ``loss``: the final search objective (with the prior); ``candidates``: per image, every class tried, best
+    first, with its objective and PSNR (after the first part of the search for classes not continued);
+    ``class_source``: where the candidates came from (``given``, ``discriminator``, ``classifier``, ``all``,
+    ``unconditional``)."""
+
+    images: torch.Tensor
+    latents: torch.Tensor
+    y: torch.Tensor | None
+    psnr: torch.Tensor
+    loss: torch.Tensor
+    candidates: list[list[dict]] = field(default_factory=list)
+    class_source: str = "unconditional"
+    task: str = "invert"
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def psnr(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """PSNR in dB per image of two batches in [-1, 1] (peak 1 on the [0, 1] scale), over the pixels where
+    ``weight`` is 1 when given."""
+    diff = ((a.float() - b.float()) / 2).square()
+    if weight is None:
+        mse = diff.flatten(1).mean(1)
+    else:
+        w = weight.float().expand_as(diff)
+        mse = (diff * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-8)
+    return 10 * torch.log10(1 / mse.clamp_min(1e-12))
+
+
+def is_w_space(G) -> bool:
+    """True for generators searched in W (StyleGAN2: a mapping network and per-layer W), False for z."""
+    return hasattr(G.config, "num_ws") and hasattr(G, "mapping")
+
+
+@contextmanager
+def frozen(module: nn.Module | None):
+    """Turn off parameter gradients for the duration (the flags are put back after): only latents are optimised."""
+    if module is None:
+        yield
+        return
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _device(G) -> torch.device:
+    return next(G.parameters()).device
+
+
+def load_discriminator(source, device: str | torch.device = "cpu") -> nn.Module | None:
+    """The discriminator of a run or checkpoint folder (eval mode), or None where the source has none (weights
+    folders, pretrained names, foreign checkpoints)."""
+    from .weights import WeightsError, load_state_dict, read_config, resolve_weights_dir
+
+    try:
+        directory = resolve_weights_dir(source)
+    except WeightsError:
+        return None
+    file = Path(directory) / "D.safetensors"
+    if not file.is_file():
+        return None
+    config, _ = read_config(directory)
+    D = get_family(config).discriminator(config)
+    load_state_dict(D, file)
+    return D.to(device).eval()
+
+
+# --------------------------------------------------------------------------------------------- degradation
+class Degradation:
+    """What the input is made of: the generated image ``x`` [B, C, R, R] -> what is compared with the input."""
+
+    def __init__(self, task: str, resolution: int, mask: torch.Tensor | None = None, factor: int = 4):
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        self.task, self.resolution, self.factor, self.mask = task, resolution, factor, None
+        if task == "inpaint":
+            if mask is None:
+                raise ValueError("inpainting needs a mask (1 = known pixel, 0 = missing): pass --mask MASK.png")
+            mask = torch.as_tensor(mask).float()
+            mask = mask.reshape(1, 1, *mask.shape) if mask.dim() == 2 else mask
+            if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != (resolution, resolution):
+                raise ValueError(f"the mask must be [H, W] or [N, 1, H, W] at the model's resolution {resolution}, "
+                                 f"got {list(mask.shape)}")
+            if not mask.sum() > 0:
+                raise ValueError("the mask marks no pixel as known (1 = known, 0 = missing)")
+            self.mask = (mask > 0.5).float()
+        if task == "superres" and (factor < 2 or resolution % factor):
+            raise ValueError(f"super-resolution factor must be >= 2 and divide the model's resolution {resolution}, "
+                             f"got {factor}")
+
+    @property
+    def input_size(self) -> int:
+        """The side of the input images this task takes."""
+        return self.resolution // self.factor if self.task == "superres" else self.resolution
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        if self.task == "superres":
+            return F.avg_pool2d(x, self.factor)
+        if self.task == "inpaint":
+            return x * self.weight(index, x.device)
+        return x
+
+    def weight(self, index: torch.Tensor | None, device) -> torch.Tensor | None:
+        """The mask of the images ``index`` (which input each row of the batch belongs to), or None."""
+        if self.mask is None:
+            return None
+        mask = self.mask.to(device)
+        return mask if len(mask) == 1 or index is None else mask[index.to(device)]
+
+    def preview(self, target: torch.Tensor) -> torch.Tensor:
+        """A full-resolution guess from the input alone (for scoring classes): upsampled, or holes grey."""
+        if self.task == "superres":
+            return F.interpolate(target, scale_factor=self.factor, mode="bilinear", align_corners=False)
+        if self.task == "inpaint":
+            return target * self.weight(None, target.device)
+        return target
+
+    def restore(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The output image: inpainting keeps the known pixels of the input; the others are the generated image."""
+        if self.task == "inpaint":
+            mask = self.weight(None, generated.device)
+            return mask * target + (1 - mask) * generated
+        return generated
+
+
+# --------------------------------------------------------------------------------------------- loss
+def _pyramid_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per image on average-pooled copies (1/2, 1/4, ... down to 4 px), averaged over levels."""
+    levels = []
+    while a.shape[-1] >= 8:
+        a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+        levels.append((a - b).square().flatten(1).mean(1))
+    return torch.stack(levels).mean(0) / scale if levels else torch.zeros_like(scale)
+
+
+class _Loss:
+    """The search loss per image of a batch: pixels + pyramid + classifier features through the degradation."""
+
+    def __init__(self, degrade: Degradation, target: torch.Tensor, classifier: nn.Module | None,
+                 feature_weight: float):
+        self.degrade, self.target, self.classifier, self.feature_weight = degrade, target, classifier, feature_weight
+        self.target_features = None
+        if classifier is not None:
+            with torch.no_grad():
+                self.target_features = classifier.features(self._fit(target))
+
+    def _fit(self, x: torch.Tensor) -> torch.Tensor:
+        """Images at the classifier's input size (bilinear; the same for generated and input images)."""
+        size = self.classifier.config.resolution
+        return x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss [B], pixel mean squared error [B]) of generated images ``x`` whose inputs are ``index``."""
+        target = self.target[index]
+        observed = self.degrade(x, index)
+        weight = self.degrade.weight(index, x.device)
+        scale = torch.ones(len(x), device=x.device) if weight is None else weight.flatten(1).mean(1).expand(len(x))
+        pixel = (observed - target).square().flatten(1).mean(1) / scale
+        loss = pixel + _pyramid_loss(observed, target, scale)
+        if self.classifier is not None:
+            features = self.classifier.features(self._fit(observed))
+            reference = self.target_features[index]
+            distance = (features - reference).square().mean(1) / reference.square().mean(1).clamp_min(1e-8)
+            loss = loss + self.feature_weight * distance
+        return loss, pixel
+
+
+# --------------------------------------------------------------------------------------------- latents
+@torch.no_grad()
+def _w_centre(G, y: torch.Tensor | None) -> torch.Tensor:
+    """The W each search starts from [B, w_dim]: the class's average W where the model tracked one, else w_avg."""
+    mapping = G.mapping
+    n = 1 if y is None else len(y)
+    centre = mapping.w_avg.expand(n, -1).clone()
+    if y is not None and hasattr(mapping, "w_avg_class"):
+        per_class = mapping.w_avg_class[y]
+        tracked = per_class.abs().sum(1) > 0
+        centre[tracked] = per_class[tracked]
+    return centre
+
+
+@torch.no_grad()
+def _w_scale(G, y: torch.Tensor | None, generator: torch.Generator) -> float:
+    """The spread of W around its centre (root mean square per entry), from 256 mapped z."""
+    n = 256
+    z = torch.randn(n, G.config.z_dim, generator=generator).to(_device(G))
+    yy = None if y is None else y[torch.randint(len(y), (n,), generator=generator).to(y.device)]
+    w = G.mapping(z, G.one_hot(yy, n), track=False)
+    return float((w - w.mean(0)).square().mean().sqrt().clamp_min(1e-3))
+
+
+def _initial_latents(G, y: torch.Tensor | None, restart: torch.Tensor, generator: torch.Generator,
+                     w_space: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(starting latents [B, ...], W centres or None) for a batch whose row i is restart ``restart[i]``.
+
+    z: restart 0 starts at z = 0 (the "mean" image), others at N(0, I) draws. W: restart 0 starts at the centre,
+    others half-way from the centre to a mapped random z of the row's class."""
+    B, device = len(restart), _device(G)
+    if not w_space:
+        z = torch.randn(B, G.config.dim_z if hasattr(G.config, "dim_z") else G.config.z_dim, generator=generator)
+        z[restart.cpu() == 0] = 0
+        return z.to(device), None
+    centre = _w_centre(G, y) if y is not None else _w_centre(G, None).expand(B, -1)
+    with torch.no_grad():
+        z = torch.randn(B, G.config.z_dim, generator=generator).to(device)
+        mapped = G.mapping(z, G.one_hot(y, B), track=False)
+    w = torch.where((restart == 0)[:, None].to(device), centre, centre.lerp(mapped, 0.5))
+    return w.clone(), centre
+
+
+def _prior(latent: torch.Tensor, centre: torch.Tensor | None, w_scale: float) -> torch.Tensor:
+    """The latent prior per row: z near the N(0, I) shell; W near its centre (in units of W's spread)."""
+    if centre is None:
+        return (latent.square().mean(1) - 1).square()
+    diff = latent - (centre[:, None] if latent.dim() == 3 else centre)
+    return diff.square().flatten(1).mean(1) / w_scale ** 2
+
+
+def _render(G, latent: torch.Tensor, y: torch.Tensor | None, w_space: bool, truncation) -> torch.Tensor:
+    """G's image of the searched latents: W (one per layer, or per-layer W+) or z."""
+    if w_space:
+        ws = latent if latent.dim() == 3 else latent[:, None].expand(-1, G.config.num_ws, -1)
+        return G(ws, y, noise_mode="const")
+    return G(latent, y, truncation=truncation)
+
+
+# --------------------------------------------------------------------------------------------- class candidates
+@torch.no_grad()
+def _discriminator_scores(D: nn.Module, images: torch.Tensor, n_classes: int, chunk: int = 64) -> torch.Tensor:
+    """D(x, c) for every image and class [N, n_classes]. Each image is scored in batches of its own copies (padded
+    to a multiple of a minibatch-std group), so the batch statistic D may use is the same for every class."""
+    group = max(int(getattr(D.config, "mbstd_group", 1) or 1), 1)
+    device = next(D.parameters()).device
+    scores = torch.empty(len(images), n_classes)
+    for i, x in enumerate(images.to(device)):
+        for start in range(0, n_classes, chunk):
+            c = torch.arange(start, min(start + chunk, n_classes), device=device)
+            padded = torch.cat([c, c.new_zeros(-len(c) % group)])
+            logits = D(x[None].expand(len(padded), -1, -1, -1), padded).float().reshape(-1)
+            scores[i, c.cpu()] = logits[:len(c)].cpu()
+    return scores
+
+
+def candidate_classes(G, preview: torch.Tensor, classes=None, D: nn.Module | None = None,
+                      classifier: nn.Module | None = None, top_k: int = 3,
+                      max_classes: int = 64) -> tuple[torch.Tensor | None, str]:
+    """The classes to search per image [N, K] (None for an unconditional model) and where they came from:
+    ``classes`` given; else D's ``top_k``; else the classifier's ``top_k``; else all (at most ``max_classes``)."""
+    n_classes, N = G.config.n_classes, len(preview)
+    if not n_classes:
+        if classes:
+            raise ValueError("this generator is unconditional: do not pass classes")
+        return None, "unconditional"
+    if classes:
+        chosen = torch.tensor([int(c) for c in classes], dtype=torch.long)
+        bad = chosen[(chosen < 0) | (chosen >= n_classes)]
+        if bad.numel():
+            raise ValueError(f"class index {int(bad[0])} out of range: this model has classes 0..{n_classes - 1}")
+        return chosen.expand(N, -1).clone(), "given"
+    k = min(top_k, n_classes)
+    if D is not None:
+        return _discriminator_scores(D, preview, n_classes).topk(k, dim=1).indices, "discriminator"
+    if classifier is not None:
+        size = classifier.config.resolution
+        x = F.interpolate(preview, size=(size, size), mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            logits = classifier(x.to(next(classifier.parameters()).device)).float().cpu()
+        if logits.shape[1] != n_classes:
+            raise ValueError(f"the classifier has {logits.shape[1]} classes, the generator {n_classes}")
+        return logits.topk(k, dim=1).indices, "classifier"
+    if n_classes > max_classes:
+        raise ValueError(f"this model has {n_classes} classes, too many to try them all (at most {max_classes}): "
+                         "pass --class, a run or checkpoint folder (its discriminator ranks the classes) or "
+                         "--classifier DIR")
+    return torch.arange(n_classes).expand(N, -1).clone(), "all"
+
+
+# --------------------------------------------------------------------------------------------- search
+@dataclass
+class _Batch:
+    """Rows of the search: which input, class and restart each latent belongs to."""
+
+    index: torch.Tensor  # [B] input image
+    y: torch.Tensor | None  # [B] class
+    restart: torch.Tensor  # [B]
+    latent: torch.Tensor  # [B, ...]
+    centre: torch.Tensor | None  # [B, w_dim] W centre (StyleGAN2)
+
+    def take(self, rows: torch.Tensor) -> _Batch:
+        pick = lambda t: None if t is None else t[rows.to(t.device)]  # noqa: E731
+        return _Batch(pick(self.index), pick(self.y), pick(self.restart), pick(self.latent), pick(self.centre))
+
+
+@dataclass
+class _Settings:
+    steps: int
+    lr: float
+    prior_weight: float
+    w_space: bool
+    w_scale: float
+    wplus_from: int | None
+    truncation: float | None
+    progress: bool
+
+
+def _learning_rate(settings: _Settings, t: int) -> float:
+    """Cosine decay from ``lr`` to 2% of it over the whole search."""
+    return settings.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t / max(settings.steps, 1))))
+
+
+def _optimise(G, loss_fn: _Loss, batch: _Batch, settings: _Settings, start: int, stop: int,
+              desc: str) -> tuple[_Batch, torch.Tensor, torch.Tensor]:
+    """Adam on the batch's latents for steps ``start..stop`` of the search; returns the batch with the final latents
+    and their (search objective with the prior, pixel error) [B]: the objective ranks classes and restarts, so that
+    in W, where every class's centre reaches about every image, the class whose centre is nearest wins a tie."""
+    param = batch.latent.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([param], lr=settings.lr)
+    for t in tqdm(range(start, stop), desc=desc, unit="step", disable=not settings.progress, file=sys.stderr):
+        if settings.wplus_from is not None and t == settings.wplus_from and param.dim() == 2:
+            param = param.detach()[:, None].repeat(1, G.config.num_ws, 1).requires_grad_(True)  # W -> W+
+            opt = torch.optim.Adam([param], lr=settings.lr)
+        for group in opt.param_groups:
+            group["lr"] = _learning_rate(settings, t)
+        x = _render(G, param, batch.y, settings.w_space, settings.truncation)
+        loss, _ = loss_fn(x, batch.index)
+        total = loss + settings.prior_weight * _prior(param, batch.centre, settings.w_scale)
+        opt.zero_grad(set_to_none=True)
+        total.sum().backward()
+        opt.step()
+    with torch.no_grad():
+        loss, pixel = loss_fn(_render(G, param, batch.y, settings.w_space, settings.truncation), batch.index)
+        loss = loss + settings.prior_weight * _prior(param, batch.centre, settings.w_scale)
+    done = _Batch(batch.index, batch.y, batch.restart, param.detach(), batch.centre)
+    return done, loss.detach(), pixel.detach()
+
+
+def _best_rows(keys: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    """For each distinct key, the row with the lowest loss (rows in order of the keys)."""
+    order = torch.argsort(loss.cpu(), stable=True)
+    seen, rows = set(), []
+    for row in order.tolist():
+        key = int(keys[row])
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    return torch.tensor(sorted(rows, key=lambda r: int(keys[r])), dtype=torch.long)
+
+
+def _pixel_psnr(pixel: torch.Tensor) -> list[float]:
+    """PSNR in dB from mean squared errors on the [-1, 1] scale."""
+    return [round(float(10 * torch.log10(4 / p.clamp_min(1e-12))), 3) for p in pixel.cpu()]
+
+
+@contextmanager
+def _eval_mode(G: nn.Module | None):
+    """G in eval mode for the duration (its mode is put back after), so that forwards write nothing."""
+    if G is None:
+        yield
+        return
+    was = G.training
+    G.eval()
+    try:
+        yield
+    finally:
+        G.train(was)
+
+
+def _check_images(G, images: torch.Tensor, degrade: Degradation) -> torch.Tensor:
+    images = torch.as_tensor(images)
+    size, channels = degrade.input_size, G.config.img_channels
+    if images.dim() != 4 or images.shape[1:] != (channels, size, size):
+        raise ValueError(f"images must be [N, {channels}, {size}, {size}] for task {degrade.task} on this model, "
+                         f"got {list(images.shape)}")
+    if not torch.isfinite(images).all():
+        raise ValueError("images hold NaN or infinite values")
+    return images.float().clamp(-1, 1).to(_device(G))
+
+
+def _first_batch(G, candidates: torch.Tensor | None, n: int, restarts: int, generator: torch.Generator,
+                 w_space: bool) -> _Batch:
+    """Every restart of every candidate class of every image."""
+    K = 1 if candidates is None else candidates.shape[1]
+    index = torch.arange(n).repeat_interleave(K * restarts)
+    restart = torch.arange(restarts).repeat(n * K)
+    y = None
+    if candidates is not None:
+        y = candidates.repeat_interleave(restarts, dim=1).reshape(-1).to(_device(G))
+    latent, centre = _initial_latents(G, y, restart, generator, w_space)
+    return _Batch(index.to(_device(G)), y, restart, latent, centre)
+
+
+def _candidate_records(batch: _Batch, loss: torch.Tensor, pixel: torch.Tensor, stage: str) -> dict:
+    """{(image, class): record} for the rows of a batch."""
+    out = {}
+    for row, (i, value, p) in enumerate(zip(batch.index.tolist(), loss.tolist(), _pixel_psnr(pixel))):
+        c = None if batch.y is None else int(batch.y[row])
+        out[(i, c)] = {"class": c, "loss": round(value, 6), "psnr": p, "stage": stage}
+    return out
+
+
+def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None, classifier: nn.Module | None = None,
+           task: str = "invert", mask: torch.Tensor | None = None, factor: int = 4, restarts: int = 4,
+           steps: int = 300, top_k: int = 3, max_classes: int = 64, lr: float | None = None,
+           prior_weight: float = 1e-3, feature_weight: float = 0.1, wplus: bool | None = None,
+           truncation: float | None = None, seed: int = 0, progress: bool = False) -> InversionResult:
+    """Find a class and latent per image whose generated image matches it (see the module docstring).
+
+    ``images``: float [N, C, S, S] in [-1, 1] with G's channels, S = G's resolution (``superres``: resolution /
+    ``factor``). ``classes``: candidate class indices (for every image). ``D`` / ``classifier``: rank the classes
+    when none are given. ``mask`` (inpaint): [R, R] or [N, 1, R, R], 1 = known pixel. ``lr``: Adam's step (default
+    0.05 for z, 0.05 x W's spread for W). ``wplus``: per-layer W for the last quarter (StyleGAN2; default: on for
+    ``invert``, off for restoration, where the extra freedom fits the degraded input instead of the image).
+    ``seed`` makes the restarts reproducible; G is not changed."""
+    if restarts < 1 or steps < 1 or top_k < 1:
+        raise ValueError(f"restarts, steps and top_k must be >= 1, got {restarts}, {steps}, {top_k}")
+    degrade = Degradation(task, G.config.resolution, mask, factor)
+    target = _check_images(G, images, degrade)
+    generator = torch.Generator().manual_seed(seed)
+    w_space = is_w_space(G)
+    with _eval_mode(G), _eval_mode(classifier), frozen(G), frozen(classifier):
+        candidates, source = candidate_classes(G, degrade.preview(target).cpu(), classes, D, classifier, top_k,
+                                               max_classes)
+        w_scale = _w_scale(G, None if candidates is None else candidates.reshape(-1).to(_device(G)),
+                           generator) if w_space else 1.0
+        wplus = (task == "invert") if wplus is None else wplus
+        settings = _Settings(steps, lr or 0.05 * w_scale, prior_weight, w_space, w_scale,
+                             steps - steps // 4 if (w_space and wplus) else None, truncation, progress)
+        loss_fn = _Loss(degrade, target, classifier, feature_weight)
+        n = len(target)
+        first = _first_batch(G, candidates, n, restarts, generator, w_space)
+        split = max(1, steps // 4) if steps > 1 else steps
+        batch, loss, pixel = _optimise(G, loss_fn, first, settings, 0, split, f"{task}: all restarts")
+        per_class = _best_rows(batch.index * (G.config.n_classes + 1) + (0 if batch.y is None else batch.y), loss)
+        records = _candidate_records(batch.take(per_class), loss[per_class], pixel[per_class], "screen")
+        keep = _top_per_image(batch.index[per_class], loss[per_class], top_k, per_class)
+        batch, loss, pixel = _optimise(G, loss_fn, batch.take(keep), settings, split, steps, f"{task}: best restarts")
+        records.update(_candidate_records(batch, loss, pixel, "final"))
+        best = _best_rows(batch.index, loss)
+        batch, loss, pixel = batch.take(best), loss[best.to(loss.device)], pixel[best.to(pixel.device)]
+        with torch.no_grad():
+            generated = _render(G, batch.latent, batch.y, w_space, truncation)
+            latents = batch.latent
+            if w_space and latents.dim() == 2:
+                latents = latents[:, None].repeat(1, G.config.num_ws, 1)
+            restored = degrade.restore(generated, target)
+            score = psnr(degrade(generated), target, degrade.weight(None, generated.device))
+    per_image = [sorted((r for (i, _), r in records.items() if i == k),
+                        key=lambda r: (r["stage"] != "final", r["loss"])) for k in range(n)]
+    return InversionResult(restored.detach().float(), latents.detach().float(), batch.y, score.cpu(), loss.cpu(),
+                           per_image, source, task)
+
+
+def _top_per_image(index: torch.Tensor, loss: torch.Tensor, top_k: int, rows: torch.Tensor) -> torch.Tensor:
+    """Of ``rows`` (one per image and class), the ``top_k`` with the lowest loss per image."""
+    order = torch.argsort(loss.cpu(), stable=True).tolist()
+    counts: dict[int, int] = {}
+    chosen = []
+    for j in order:
+        i = int(index[j])
+        if counts.get(i, 0) < top_k:
+            counts[i] = counts.get(i, 0) + 1
+            chosen.append(int(rows[j]))
+    return torch.tensor(sorted(chosen), dtype=torch.long)
