@@ -73,3 +73,15 @@ def pyplot():
         log("matplotlib is not installed (pip install -e .[bench]): no plot written")
         return None
     return plt
+
+
+def save_figure(fig, png, dpi: int = 110) -> None:
+    """Write a matplotlib figure to ``png`` atomically (a temporary file, then rename) and say so on stderr."""
+    from pathlib import Path
+
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png.with_name(png.name + ".tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    tmp.replace(png)
+    log(f"plot: {png}")

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import emit, log, machine, pyplot
+from common import emit, log, machine, pyplot, save_figure
 from time_to_quality import ensure_classifier
 from torch import nn
 
@@ -213,11 +213,7 @@ def plot(curves: list[Path], png: Path) -> None:
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"{rows[0]['cpu_kind']}: {rows[0]['machine']} (shared CPU), {rows[0]['date']}", fontsize=8)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(png.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    tmp.replace(png)
-    log(f"plot: {png}")
+    save_figure(fig, png, dpi=100)
 
 
 def main() -> int:

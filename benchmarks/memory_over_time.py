@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import emit, log, machine, pyplot  # noqa: E402
+from common import emit, log, machine, pyplot, save_figure  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -93,8 +93,7 @@ def main() -> None:
         ax.set_title(f"{args.model}: resident memory over training")
         ax.legend(loc="lower right")
         fig.tight_layout()
-        fig.savefig(args.plot, dpi=110)
-        log(f"wrote {args.plot}")
+        save_figure(fig, args.plot)
     if not record["flat"]:
         sys.exit(1)
 

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from common import emit, log, machine, pyplot
+from common import emit, log, machine, pyplot, save_figure
 
 from scalegan import load
 from scalegan.cli import parse_overrides
@@ -118,11 +118,7 @@ def plot(curves: list[Path], png: Path) -> None:
     a.legend(fontsize=7)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(png.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(png)
-    log(f"plot: {png}")
+    save_figure(fig, png, dpi=110)
 
 
 def table(curves: list[Path], at: float) -> str:
