@@ -107,6 +107,7 @@ def _device(G) -> torch.device:
 def load_discriminator(source, device: str | torch.device = "cpu") -> nn.Module | None:
     """The discriminator of a run or checkpoint folder (eval mode), or None where the source has none (weights
     folders, pretrained names, foreign checkpoints)."""
+    from .manifest import check_folder
     from .weights import WeightsError, load_state_dict, read_config, resolve_weights_dir
 
     try:
@@ -117,6 +118,7 @@ def load_discriminator(source, device: str | torch.device = "cpu") -> nn.Module 
     if not file.is_file():
         return None
     config, _ = read_config(directory)
+    check_folder(directory, ["config.json", file.name])
     D = get_family(config).discriminator(config)
     load_state_dict(D, file)
     return D.to(device).eval()
