@@ -106,6 +106,10 @@ def test_wrong_shapes_are_clear_errors():
         model_config("biggan-32", chanels=4)
     with pytest.raises(KeyError, match="did you mean"):
         model_config("bigan-32")
+    for name, field in (("biggan-32", "g_attn"), ("biggan-deep-128", "d_attn")):  # no block has that resolution
+        with pytest.raises(ValueError, match=f"{field}: 24 is not a block resolution"):
+            model_config(name, **{field: (24,)})
+    assert model_config("biggan-32", g_attn=(64,)).g_attn == (64,)  # above the resolution: no attention, as before
 
 
 # ----------------------------------------------------------------------------------------------- layers

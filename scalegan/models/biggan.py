@@ -23,6 +23,7 @@ from .layers import (
     SNEmbedding,
     SNLinear,
     SqueezeExcite,
+    check_attention,
     embed_classes,
     fold_spectral_norm,
     init_weights,
@@ -80,6 +81,7 @@ class BigGANConfig:
                          allow_zero=("n_classes", "shared_dim"))
         for name in ("g_attn", "d_attn", "g_mult", "d_mult"):
             object.__setattr__(self, name, tuple(int(r) for r in getattr(self, name)))
+        check_attention(self)
         if self.resolution not in G_ARCH:
             raise ValueError(f"BigGAN resolution {self.resolution} unsupported: use one of {sorted(G_ARCH)}")
         for name, arch in (("g_mult", G_ARCH[self.resolution][1]), ("d_mult", D_ARCH[self.resolution][1])):

@@ -27,6 +27,7 @@ from .layers import (
     SpectralNorm,
     SqueezeExcite,
     batch_norms,
+    check_attention,
     embed_classes,
     init_weights,
     projection_logits,
@@ -84,6 +85,7 @@ class BigGANDeepConfig:
                          allow_zero=("n_classes", "shared_dim", "rgb_channels"))
         for name in ("g_attn", "d_attn"):
             object.__setattr__(self, name, tuple(int(r) for r in getattr(self, name)))
+        check_attention(self)
         if self.resolution not in G_MULT:
             raise ValueError(f"BigGAN-deep resolution {self.resolution} unsupported: use one of {sorted(G_MULT)}")
         if self.img_channels not in (1, 3):

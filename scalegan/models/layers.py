@@ -381,3 +381,13 @@ def eval_stats(bn: nn.Module, truncation: float | None, interpolation: str = "po
         raise ValueError(f"truncation must be > 0, got {truncation}")
     t = min(float(truncation), 1.0)
     return truncation_row(bn.stats_mean, t, interpolation), truncation_row(bn.stats_var, t, interpolation)
+
+
+def check_attention(config) -> None:
+    """``g_attn`` / ``d_attn`` name block output resolutions (powers of two); one above the model's resolution means
+    no attention. Anything else (e.g. 7, or 24) would silently apply none: an error instead."""
+    for name in ("g_attn", "d_attn"):
+        bad = [r for r in getattr(config, name) if r < 4 or r & (r - 1)]
+        if bad:
+            raise ValueError(f"{name}: {bad[0]} is not a block resolution; use powers of two such as 16, 32, 64 "
+                             f"(self-attention after the blocks whose output has that resolution)")
