@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .family import get_family
-from .utils import write_bytes
+from .utils import device_of, write_bytes
 
 
 # --------------------------------------------------------------------------------------------- directions
@@ -98,10 +98,6 @@ def check_direction(G, index: int, what: str = "direction") -> None:
 
 
 # --------------------------------------------------------------------------------------------- edits
-def _device(G) -> torch.device:
-    return next(G.parameters(), next(G.buffers(), torch.empty(0))).device
-
-
 @torch.no_grad()
 def to_space(G, latents: torch.Tensor, y: torch.Tensor | None, truncation: float | None = None) -> torch.Tensor:
     """``latents`` in the space edits work in, on the CPU: z as it is, or (StyleGAN2) z mapped to W
@@ -130,7 +126,7 @@ def render(G, latents: torch.Tensor, y: torch.Tensor | None, truncation: float |
     """Images in [-1, 1] ([n, C, H, W], float32, CPU) of ``latents`` (z, or StyleGAN2 W) and classes ``y`` (indices
     [n], soft labels [n, n_classes] or None), ``batch_size`` per forward. ``truncation`` goes to G (StyleGAN2: psi
     for z, ignored for W; BigGAN-deep: the BN statistics; BigGAN: ignored, it shaped z)."""
-    device, n = _device(G), len(latents)
+    device, n = device_of(G), len(latents)
     step = batch_size or max(n, 1)
     out = []
     for i in tqdm(range(0, n, step), desc="rendering", unit="batch", disable=not progress or n <= step,
@@ -191,16 +187,6 @@ def class_morph(G, latents: torch.Tensor, y: torch.Tensor, target: int, steps: i
 
 
 # --------------------------------------------------------------------------------------------- walks
-def walk_frames(grid: torch.Tensor, nrow: int | None = None) -> list[np.ndarray]:
-    """Animation frames (uint8 [H, W, C]) from images [n, steps, C, H, W]: frame j tiles step j of every latent;
-    the walk plays forth and back."""
-    from .sampling import make_grid
-
-    n, steps = grid.shape[:2]
-    frames = [make_grid(grid[:, j], nrow=nrow or min(n, 8)) for j in range(steps)]
-    return frames + frames[-2:0:-1]
-
-
 def encode_mp4(frames: Sequence[np.ndarray], fps: int = 12) -> bytes:
     """uint8 [H, W, C] frames as an H.264 MP4 file's bytes (imageio's bundled ffmpeg: the ``serve`` extra). Frames
     are padded (edge pixels) to whole 16-pixel macro blocks (yuv420p); grayscale is written as RGB."""
@@ -250,4 +236,4 @@ def strengths(strength: float, steps: int) -> list[float]:
 
 
 __all__ = ["apply_direction", "class_morph", "directions", "first_layer_matrix", "latent_space", "morph_labels",
-           "encode_mp4", "render", "save_animation", "save_mp4", "sweep", "to_space", "walk_frames"]
+           "encode_mp4", "render", "save_animation", "save_mp4", "sweep", "to_space"]

@@ -39,6 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .family import get_family
+from .utils import device_of
 
 TASKS = ("invert", "inpaint", "superres")
 
@@ -98,10 +99,6 @@ def frozen(module: nn.Module | None):
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-
-
-def _device(G) -> torch.device:
-    return next(G.parameters()).device
 
 
 def load_discriminator(source, device: str | torch.device = "cpu") -> nn.Module | None:
@@ -242,7 +239,7 @@ def _w_centre(G, y: torch.Tensor | None) -> torch.Tensor:
 def _w_scale(G, y: torch.Tensor | None, generator: torch.Generator) -> float:
     """The spread of W around its centre (root mean square per entry), from 256 mapped z."""
     n = 256
-    z = torch.randn(n, G.config.z_dim, generator=generator).to(_device(G))
+    z = torch.randn(n, G.config.z_dim, generator=generator).to(device_of(G))
     yy = None if y is None else y[torch.randint(len(y), (n,), generator=generator).to(y.device)]
     w = G.mapping(z, G.one_hot(yy, n), track=False)
     return float((w - w.mean(0)).square().mean().sqrt().clamp_min(1e-3))
@@ -254,7 +251,7 @@ def _initial_latents(G, y: torch.Tensor | None, restart: torch.Tensor, generator
 
     z: restart 0 starts at z = 0 (the "mean" image), others at N(0, I) draws. W: restart 0 starts at the centre,
     others half-way from the centre to a mapped random z of the row's class."""
-    B, device = len(restart), _device(G)
+    B, device = len(restart), device_of(G)
     if not w_space:
         z = torch.randn(B, G.config.dim_z if hasattr(G.config, "dim_z") else G.config.z_dim, generator=generator)
         z[restart.cpu() == 0] = 0
@@ -432,7 +429,7 @@ def _check_images(G, images: torch.Tensor, degrade: Degradation) -> torch.Tensor
                          f"got {list(images.shape)}")
     if not torch.isfinite(images).all():
         raise ValueError("images hold NaN or infinite values")
-    return images.float().clamp(-1, 1).to(_device(G))
+    return images.float().clamp(-1, 1).to(device_of(G))
 
 
 def _first_batch(G, candidates: torch.Tensor | None, n: int, restarts: int, generator: torch.Generator,
@@ -443,9 +440,9 @@ def _first_batch(G, candidates: torch.Tensor | None, n: int, restarts: int, gene
     restart = torch.arange(restarts).repeat(n * K)
     y = None
     if candidates is not None:
-        y = candidates.repeat_interleave(restarts, dim=1).reshape(-1).to(_device(G))
+        y = candidates.repeat_interleave(restarts, dim=1).reshape(-1).to(device_of(G))
     latent, centre = _initial_latents(G, y, restart, generator, w_space)
-    return _Batch(index.to(_device(G)), y, restart, latent, centre)
+    return _Batch(index.to(device_of(G)), y, restart, latent, centre)
 
 
 def _candidate_records(batch: _Batch, loss: torch.Tensor, pixel: torch.Tensor, stage: str) -> dict:
@@ -479,7 +476,7 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
     with _eval_mode(G), _eval_mode(classifier), frozen(G), frozen(classifier):
         candidates, source = candidate_classes(G, degrade.preview(target).cpu(), classes, D, classifier, top_k,
                                                max_classes)
-        w_scale = _w_scale(G, None if candidates is None else candidates.reshape(-1).to(_device(G)),
+        w_scale = _w_scale(G, None if candidates is None else candidates.reshape(-1).to(device_of(G)),
                            generator) if w_space else 1.0
         wplus = (task == "invert") if wplus is None else wplus
         settings = _Settings(steps, lr or 0.05 * w_scale, prior_weight, w_space, w_scale,

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from . import imagenet
 from .family import get_family
 from .latents import class_labels
-from .utils import atomic_path, to_hwc, unknown_name
+from .utils import atomic_path, device_of, to_hwc, unknown_name
 
 
 # --------------------------------------------------------------------------------------------- latents
@@ -64,7 +64,7 @@ def sample(G, n: int, y=None, truncation: float | None = None, seed: int | None 
     if generator is None:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
     latents, labels = draw(G, n, y, truncation, generator, truncation_mode)
-    device = next(G.parameters(), next(G.buffers(), torch.empty(0))).device
+    device = device_of(G)
     step = batch_size or max(n, 1)
     out = []
     for i in tqdm(range(0, n, step), desc="sampling", unit="batch", disable=not progress or n <= step,

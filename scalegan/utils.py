@@ -179,6 +179,11 @@ def _type_name(hint) -> str:
 
 
 # --------------------------------------------------------------------------------------------- images
+def device_of(module: torch.nn.Module) -> torch.device:
+    """The device a module's parameters (or, without any, its buffers) live on; the CPU for an empty module."""
+    return next(module.parameters(), next(module.buffers(), torch.empty(0))).device
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] (float, [N, C, H, W]) -> uint8 [N, C, H, W], rounded to nearest; uint8 passes through.
 

@@ -55,13 +55,18 @@ def save_state_dict(module: nn.Module, path: str | os.PathLike, metadata: dict |
         save_file(tensors, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
 
 
-def load_state_dict(module: nn.Module, path: str | os.PathLike) -> None:
-    """Load safetensors into ``module`` strictly; missing, unexpected or mis-shaped keys are named."""
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; an unreadable one is a WeightsError that says why and what to do."""
     try:
-        tensors = load_file(os.fspath(path))
+        return load_file(os.fspath(path))
     except (SafetensorError, OSError) as e:
         raise WeightsError(f"cannot read weights file {path}: {e}. The file is missing, truncated or not a "
                            "safetensors file; re-export or re-download it.") from e
+
+
+def load_state_dict(module: nn.Module, path: str | os.PathLike) -> None:
+    """Load safetensors into ``module`` strictly; missing, unexpected or mis-shaped keys are named."""
+    tensors = read_safetensors(path)
     problems = key_mismatch({k: tuple(v.shape) for k, v in tensors.items()},
                             {k: tuple(v.shape) for k, v in module.state_dict().items()})
     if problems:

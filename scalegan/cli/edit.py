@@ -20,10 +20,9 @@ from ..edit import (
     save_animation,
     strengths,
     sweep,
-    walk_frames,
 )
 from ..latents import load_latents, save_latents
-from ..sampling import draw, make_grid, resolve_class, save_image
+from ..sampling import draw, make_grid, resolve_class, save_image, sheet_frames
 from ..utils import to_hwc, write_bytes
 from .options import HelpFormatter, add_device, add_generator_source, add_sampling, any_float, natural_int, positive_int
 
@@ -137,7 +136,7 @@ def run(args) -> int:
         if target is None:
             grid = sweep(G, latents, y, vectors[args.direction:args.direction + 1], strengths(args.strength, steps),
                          **batch)[:, 0]
-        save_animation(walk_frames(grid), args.walk, args.fps)
+        save_animation(sheet_frames(grid.flatten(0, 1), len(grid), steps), args.walk, args.fps)
         print(f"wrote {args.walk} ({2 * steps - 2} frames)", file=sys.stderr)
     return 0
 

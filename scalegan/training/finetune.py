@@ -22,14 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from ..family import get_family
-from ..manifest import check_folder
+from ..manifest import check_folder, read_manifest
 from ..utils import key_mismatch, read_json, sha256_file
-from ..weights import WeightsError, read_config, resolve_weights_dir
+from ..weights import WeightsError, read_config, read_safetensors, resolve_weights_dir
 
 DEFAULT_WARMUP = 200  # D-only iterations when D starts fresh: long enough for its logits to mean something
 SOURCE_HELP = "pass a run folder, a checkpoint folder, a weights folder, a .safetensors file or a pretrained name"
@@ -105,14 +103,6 @@ def check_source(spec: str) -> None:
                                 f"({', '.join(sorted(PRETRAINED))}); {SOURCE_HELP}")
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise WeightsError(f"--init-from: cannot read {path}: {e}; the file is missing, truncated or not a "
-                           "safetensors file") from e
-
-
 def open_source(spec: str) -> Source:
     """Read SOURCE: the model config and the state dicts it holds (one clear error when it cannot be used)."""
     path = Path(spec)
@@ -143,9 +133,14 @@ def open_source(spec: str) -> Source:
     else:
         files, kind = {"G": directory / "model.safetensors"}, "weights"
     check_folder(directory, ["config.json", *(f.name for f in files.values() if f.parent == directory)])
-    tensors = {k: _read_tensors(f) for k, f in files.items()}
-    return Source(spec, kind, config, tensors, {k: sha256_file(f) for k, f in files.items()}, data.get("step"),
-                  str(directory))
+    listed = read_manifest(directory) or {}  # the digests just verified; hash only files it does not list
+    digests = {k: listed[f.name]["sha256"] if f.parent == directory and f.name in listed else sha256_file(f)
+               for k, f in files.items()}
+    try:
+        tensors = {k: read_safetensors(f) for k, f in files.items()}
+    except WeightsError as e:
+        raise WeightsError(f"--init-from: {e}") from e
+    return Source(spec, kind, config, tensors, digests, data.get("step"), str(directory))
 
 
 def _shapes(factory, config) -> dict[str, tuple[int, ...]]:
