@@ -63,13 +63,19 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, modules: dict[str, nn
     return final
 
 
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+def latest_checkpoint_name(run_dir: str | os.PathLike) -> str | None:
+    """What ``RUN/checkpoints/latest`` names (None when the run has no checkpoint yet)."""
     latest = Path(run_dir) / "checkpoints" / "latest"
-    if not latest.is_file():
+    return latest.read_text().strip() if latest.is_file() else None
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    name = latest_checkpoint_name(run_dir)
+    if name is None:
         return None
-    path = latest.parent / latest.read_text().strip()
+    path = Path(run_dir) / "checkpoints" / name
     if not path.is_dir():
-        raise WeightsError(f"{latest} names {path.name}, which is missing: the run folder was modified")
+        raise WeightsError(f"{path.parent / 'latest'} names {name}, which is missing: the run folder was modified")
     return path
 
 
@@ -77,8 +83,8 @@ def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """The run's numbered checkpoint folders, newest first (``latest``'s first when it names one)."""
     root = Path(run_dir) / "checkpoints"
     found = sorted((p for p in root.glob("step_*") if p.is_dir()), reverse=True)
-    latest = root / "latest"
-    named = root / latest.read_text().strip() if latest.is_file() else None
+    name = latest_checkpoint_name(run_dir)
+    named = root / name if name is not None else None
     return ([named] if named in found else []) + [p for p in found if p != named]
 
 
@@ -104,11 +110,6 @@ def intact_checkpoint(run_dir: str | os.PathLike) -> Path | None:
         skipped.append(f"{path.name} ({name}: {why})")
     raise ManifestError(f"no intact checkpoint in {Path(run_dir) / 'checkpoints'}: {'; '.join(skipped)}. "
                         "Restore the folder from a copy, or start a new run")
-
-
-def latest_checkpoint_name(run_dir: str | os.PathLike) -> str | None:
-    latest = Path(run_dir) / "checkpoints" / "latest"
-    return latest.read_text().strip() if latest.is_file() else None
 
 
 def load_checkpoint(path: Path, modules: dict[str, nn.Module], verify: bool = True) -> dict:

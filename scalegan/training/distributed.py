@@ -92,10 +92,16 @@ def all_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values
 
 
-def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every rank when it is true on one: ranks stop at the same iteration (signals, time budget)."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+def any_rank(flag: bool | torch.Tensor, info: DistInfo | None = None, device: torch.device | None = None) -> bool:
+    """True on every rank when it is true on one: ranks stop at the same iteration (signals, time budget) and skip
+    the same optimizer steps. ``flag``: a bool, or a one-element tensor (left on its device: one sync). Without
+    ``info``, whether a process group is running decides."""
+    enabled = info.enabled if info is not None else dist.is_available() and dist.is_initialized()
+    if not enabled:
+        return bool(flag)
+    if isinstance(flag, torch.Tensor):
+        t = flag.detach().float().reshape(1)
+    else:
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())

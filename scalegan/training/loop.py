@@ -163,11 +163,11 @@ def phase_step(objective, phase: Phase, optimizer: torch.optim.Optimizer, scaler
     if penalty is not None:
         scaler.scale(penalty).backward()
         losses.append(penalty.detach().float().reshape(()))
-    _check_finite(phase, optimizer, scaler, losses)
+    weights = [p.detach() for group in optimizer.param_groups for p in group["params"]]  # views: they follow the step
+    _check_finite(phase, optimizer, scaler, losses, weights)
     scaler.step(optimizer)
     scaler.update()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    if _any_rank(~_finite([p.detach() for p in params])):
+    if any_rank(~_finite(weights)):
         raise Diverged(phase.name, f"weights of {phase.network} (after the step)")
     return {key: torch.stack(values).mean() for key, values in logged.items()}
 
@@ -181,28 +181,17 @@ def _finite(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(tensors, 2)).float().isfinite().all()
 
 
-def _any_rank(flag: torch.Tensor) -> bool:
-    """``flag`` on any rank (one small all-reduce under torchrun), as a Python bool (one sync)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        flag = flag.to(torch.int32)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag)
-
-
-def _check_finite(phase: Phase, optimizer, scaler, losses: list[torch.Tensor]) -> None:
+def _check_finite(phase: Phase, optimizer, scaler, losses: list[torch.Tensor], weights: list[torch.Tensor]) -> None:
     """Raise ``Diverged`` if a loss, a gradient or a weight of the phase's network is not finite, before the step.
     Under fp16 loss scaling, non-finite gradients are the scaler's business (it skips the step and lowers the
     scale); a non-finite loss is still divergence."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    grads = [p.grad.detach() for p in params if p.grad is not None]
     if scaler.is_enabled():
         scaler.unscale_(optimizer)
         grads = []
-    checks = torch.stack([_finite(losses), _finite(grads), _finite([p.detach() for p in params])])
-    bad = ~checks
-    if not _any_rank(bad.any()):
+    else:
+        grads = [p.grad.detach() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    bad = ~torch.stack([_finite(losses), _finite(grads), _finite(weights)])
+    if not any_rank(bad.any()):
         return
     names = ("loss", "gradient norm", f"weights of {phase.network}")
     raise Diverged(phase.name, names[int(bad.int().argmax())])
