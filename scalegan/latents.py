@@ -68,11 +68,17 @@ def save_latents(path, latents: torch.Tensor, y: torch.Tensor | None, *, truncat
     server read back: ``latents`` float32 (z [n, z_dim], or StyleGAN2 W [n, num_ws, w_dim]), ``y`` int64 [n]
     (-1 for an unconditional model), ``truncation`` (NaN for none: applied when rendering z, ignored for W) and
     any ``extra`` arrays (e.g. ``psnr``). Written atomically."""
+    from .utils import write_bytes
+
+    write_bytes(path, latents_bytes(latents, y, truncation=truncation, **extra))
+
+
+def latents_bytes(latents: torch.Tensor, y: torch.Tensor | None, *, truncation: float | None = None,
+                  **extra) -> bytes:
+    """The bytes of the latents file ``save_latents`` writes (the server sends and reads them)."""
     import io
 
     import numpy as np
-
-    from .utils import write_bytes
 
     latents = torch.as_tensor(latents).detach().float().cpu()
     n = len(latents)
@@ -83,7 +89,7 @@ def save_latents(path, latents: torch.Tensor, y: torch.Tensor | None, *, truncat
     np.savez(buffer, latents=latents.numpy(), y=labels.numpy(),
              truncation=np.float64("nan" if truncation is None else truncation),
              **{k: np.asarray(v) for k, v in extra.items()})
-    write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def load_latents(path, config) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:

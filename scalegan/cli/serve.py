@@ -23,8 +23,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "serve", help="serve models over HTTP: an API (/docs) and a page (/)", formatter_class=HelpFormatter,
         description="Serve generators over HTTP: GET /health, GET /v1/models, POST /v1/generate (PNG grid, NPZ or "
-                    "JSON), POST /v1/interpolate (GIF or MP4), OpenAPI at /docs and a page at /. Concurrent requests "
-                    "for one model share forward passes (--max-batch, --max-wait-ms).")
+                    "JSON), POST /v1/render (a latents file back to images), POST /v1/interpolate (GIF or MP4), "
+                    "OpenAPI at /docs and a page at /. Concurrent requests for one model share forward passes "
+                    "(--max-batch, --max-wait-ms).")
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="models to serve: run folder, checkpoint folder, weights folder, .safetensors file, "
                    "pretrained name or foreign checkpoint (--backend onnx: .onnx files from scalegan export); each is "

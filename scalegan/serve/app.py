@@ -15,7 +15,6 @@ import hmac
 import io
 import ipaddress
 import json
-import math
 import os
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..edit import encode_mp4
+from ..latents import latents_bytes
 from ..sampling import make_grid
 from .batcher import Batcher, Job, QueueFull
 from .models import RequestError, ServedModel
@@ -292,14 +292,10 @@ def _encode_images(fmt: str, images: torch.Tensor, latents: torch.Tensor, meta: 
     hwc = images.permute(0, 2, 3, 1).numpy()
     if fmt == "png":
         return _png(make_grid(images, nrow=nrow)), "image/png"
-    if fmt == "npz":
-        buffer = io.BytesIO()
-        # A latents file too (scalegan.latents): y is -1 for an unconditional model.
-        y = np.array(meta["classes"] if meta["classes"] is not None else [-1] * len(hwc), dtype=np.int64)
+    if fmt == "npz":  # a latents file too (scalegan.latents), with the images as x
         seed = {"seed": np.int64(meta["seed"])} if meta.get("seed") is not None else {}
-        np.savez(buffer, x=hwc, y=y, latents=latents.numpy(), **seed,
-                 truncation=np.float64(meta["truncation"] if meta["truncation"] is not None else math.nan))
-        return buffer.getvalue(), "application/x-npz"
+        return latents_bytes(latents, meta["classes"], truncation=meta["truncation"], x=hwc, **seed), \
+            "application/x-npz"
     pngs = ["data:image/png;base64," + base64.b64encode(_png(a)).decode() for a in hwc]
     return json.dumps({**meta, "images": pngs, "latents": latents.tolist()}).encode(), "application/json"
 
@@ -354,10 +350,7 @@ def _latents_npz(served: ServedModel, req: RenderRequest) -> bytes:
             raise RequestError(f"class: got {len(classes)} classes for {n} latents (give one per latent, or one for "
                                "all)", "class")
         y = np.array([served.label(c) for c in classes], dtype=np.int64)
-    buffer = io.BytesIO()
-    np.savez(buffer, latents=latents, y=y,
-             truncation=np.float64(req.truncation if req.truncation is not None else math.nan))
-    return buffer.getvalue()
+    return latents_bytes(torch.from_numpy(latents), torch.from_numpy(y), truncation=req.truncation)
 
 
 # --------------------------------------------------------------------------------------------- interpolate
