@@ -11,6 +11,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..api import load
+from ..data.base import to_float
+from ..data.folder import decode_image, square
 from ..invert import TASKS, invert, load_discriminator
 from ..latents import save_latents
 from ..sampling import resolve_class, save_image
@@ -56,36 +58,29 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _open_image(path: str, mode: str) -> Image.Image:
+def _open_image(path: str, channels: int) -> Image.Image:
+    """The image as the training data reads it (upright, 8-bit grey or RGB), or one error line."""
     if not Path(path).is_file():
         raise ValueError(f"{path}: no such image file")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert(mode)
+        image = decode_image(path, channels)
+        image.load()
+        return image
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable image ({e}); pass a PNG or JPEG file") from None
 
 
-def _square(image: Image.Image, size: int, resample) -> Image.Image:
-    """Center crop to a square, then resize to ``size``."""
-    w, h = image.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    return image.crop((left, top, left + side, top + side)).resize((size, size), resample)
-
-
 def _tensor(image: Image.Image) -> torch.Tensor:
-    array = np.asarray(image, dtype=np.float32)
+    array = np.asarray(image)
     array = array[:, :, None] if array.ndim == 2 else array
-    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1  # [C, H, W] in [-1, 1]
+    return to_float(torch.from_numpy(array.copy()).permute(2, 0, 1))  # [C, H, W] in [-1, 1]
 
 
 def _mask(path: str, image_size: tuple[int, int], resolution: int) -> torch.Tensor:
     """The known-pixel mask [1, R, R] of one input (1 = known)."""
-    mask = _open_image(path, "L")
+    mask = _open_image(path, 1)
     if mask.size == image_size:
-        mask = _square(mask, resolution, Image.Resampling.NEAREST)
+        mask = square(mask, resolution, Image.Resampling.NEAREST)
     elif mask.size != (resolution, resolution):
         raise ValueError(f"--mask {path} is {mask.size[0]}x{mask.size[1]}: it must have the input image's size "
                          f"({image_size[0]}x{image_size[1]}) or the model's resolution ({resolution}x{resolution})")
@@ -95,7 +90,6 @@ def _mask(path: str, image_size: tuple[int, int], resolution: int) -> torch.Tens
 def _inputs(args, G) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The input images [N, C, S, S] in [-1, 1] and the masks [N, 1, R, R] (inpaint)."""
     cfg = G.config
-    mode = "L" if cfg.img_channels == 1 else "RGB"
     if args.task == "superres" and (args.factor < 2 or cfg.resolution % args.factor):
         raise ValueError(f"--factor {args.factor}: must be >= 2 and divide the model's resolution {cfg.resolution}")
     if args.task == "inpaint" and not args.mask:
@@ -106,8 +100,8 @@ def _inputs(args, G) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise ValueError("two input images have the same file name stem: their outputs would collide; rename one")
     images, masks = [], []
     for path in args.images:
-        image = _open_image(path, mode)
-        images.append(_tensor(_square(image, size, Image.Resampling.BICUBIC)))
+        image = _open_image(path, cfg.img_channels)
+        images.append(_tensor(square(image, size, Image.Resampling.BICUBIC)))
         if args.task == "inpaint":
             masks.append(_mask(args.mask, image.size, cfg.resolution))
     return torch.stack(images), (torch.stack(masks) if masks else None)

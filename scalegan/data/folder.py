@@ -97,13 +97,17 @@ def decode_image(path: str | Path, channels: int | None = None) -> Image.Image:
         return to_mode(image, "L" if channels == 1 else "RGB")
 
 
-def load_image(path: str | Path, resolution: int, channels: int) -> torch.Tensor:
-    """Decode one image file to uint8 `[C, H, W]`: upright, centre-cropped to a square, resized (bilinear)."""
-    image = decode_image(path, channels)
+def square(image: Image.Image, resolution: int, resample=RESAMPLE) -> Image.Image:
+    """Centre-crop to a square, then resize to ``resolution`` (bilinear unless ``resample`` says otherwise)."""
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
-    image = image.crop((left, top, left + side, top + side)).resize((resolution, resolution), RESAMPLE)
+    return image.crop((left, top, left + side, top + side)).resize((resolution, resolution), resample)
+
+
+def load_image(path: str | Path, resolution: int, channels: int) -> torch.Tensor:
+    """Decode one image file to uint8 `[C, H, W]`: upright, centre-cropped to a square, resized (bilinear)."""
+    image = square(decode_image(path, channels), resolution)
     pixels = np.array(image)  # a writable copy: torch warns about tensors over read-only PIL memory
     pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(pixels))
