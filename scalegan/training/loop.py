@@ -415,8 +415,8 @@ class Run:
         cfg, step = self.cfg, self.step + 1
         what = f"{e} at step {step}"
         record = {"step": step, "event": "diverged", "phase": e.phase, "non_finite": e.what}
-        ckpt = intact_checkpoint(self.dir) if cfg.on_divergence == "rollback" else None
         used = self.guard["rollbacks"] >= cfg.max_rollbacks
+        ckpt = intact_checkpoint(self.dir) if cfg.on_divergence == "rollback" and not used else None  # hashes files
         reason = ("--on-divergence stop" if cfg.on_divergence == "stop" else
                   f"{cfg.max_rollbacks} rollbacks used (--max-rollbacks)" if used else
                   "no checkpoint to roll back to (lower --ckpt-every)" if ckpt is None else None)
