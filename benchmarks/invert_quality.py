@@ -39,7 +39,7 @@ from scalegan import load, sample
 from scalegan.family import get_family
 from scalegan.hardware import describe_cpu
 from scalegan.invert import invert, load_discriminator, psnr
-from scalegan.sampling import make_grid
+from scalegan.media import make_grid
 from scalegan.training import TrainConfig, train
 
 PRESETS = ("biggan-fmnist", "stylegan2-fmnist")

@@ -5,7 +5,8 @@
 
 Each preset is built at full size with random weights (BN statistics and attention gains made non-trivial), exported
 with ``scalegan.export.export_onnx`` at ``--truncation``, and run on the same z and y by every path: PyTorch's
-eval-mode ``G(z, y, truncation)``, the family's folded module where it has one (``scalegan.fast``: BigGAN-deep),
+eval-mode ``G(z, y, truncation)``, the family's folded module where it has one (BigGAN-deep's, in
+``scalegan.models.biggan_deep_fold``),
 and onnxruntime (CPU provider, the same number of threads). Per setting: one warm-up round, then the median of
 ``--repeats`` timed forwards, the paths taking turns. One JSON line per (model, batch, path): images/s, speed-up over
 PyTorch eval and the max |difference| from its images.

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from common import bf16_skipped, emit, log, machine, timed_round_robin
 
 from scalegan.convert.pytorch_pretrained_biggan import convert_state_dict
-from scalegan.fast import fast_generator
 from scalegan.hardware import bf16_supported
+from scalegan.models.biggan_deep_fold import fast_generator
 
 LAYERS_256 = [(False, 16, 16), (True, 16, 16), (False, 16, 16), (True, 16, 8), (False, 8, 8), (True, 8, 8),
               (False, 8, 8), (True, 8, 4), (False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1)]

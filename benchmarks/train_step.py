@@ -96,7 +96,7 @@ class RandomBatches:
         return self.x, self.labels()
 
     def noise(self):
-        return torch.randn(self.batch_size, self.mcfg.dim_z), self.labels()
+        return torch.randn(self.batch_size, self.mcfg.z_dim), self.labels()
 
 
 def flops_per_iteration(args, mcfg) -> int:

@@ -20,18 +20,13 @@ BigGAN's class embeddings and StyleGAN2's mapping network take them), so its end
 from __future__ import annotations
 
 import math
-import os
-import sys
-import tempfile
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from .family import get_family
-from .utils import device_of, write_bytes
+from .family import get_family, latent_shape, w_shape
+from .sampling import interpolation_space, render, soft_labels
 
 
 # --------------------------------------------------------------------------------------------- directions
@@ -50,12 +45,15 @@ def _effective_weight(layer: nn.Module) -> torch.Tensor:
 
 
 def latent_space(G) -> tuple[str, int]:
-    """The space edits work in and its size: ``("z", dim_z)``, or ``("w", w_dim)`` for a family that generates from
-    a layered latent space (``map_latents``: StyleGAN2's W)."""
-    cfg = G.config
-    if get_family(G).map_latents is not None:
-        return "w", cfg.w_dim
-    return "z", getattr(cfg, "dim_z", None) or cfg.z_dim
+    """The space edits work in and its size: ``("z", size of z)``, or ``("w", size of W)`` for a family that
+    generates from a layered latent space (its ``w_space``: StyleGAN2's W)."""
+    w = w_shape(G)
+    if w is not None:
+        return "w", w[1]
+    z = latent_shape(G)
+    if len(z) != 1:
+        raise ValueError(f"editing directions need vector latents; {get_family(G).name} models take z of shape {z}")
+    return "z", z[0]
 
 
 def first_layer_matrix(G) -> torch.Tensor:
@@ -100,12 +98,9 @@ def check_direction(G, index: int, what: str = "direction") -> None:
 # --------------------------------------------------------------------------------------------- edits
 @torch.no_grad()
 def to_space(G, latents: torch.Tensor, y: torch.Tensor | None, truncation: float | None = None) -> torch.Tensor:
-    """``latents`` in the space edits work in, on the CPU: z as it is, or (StyleGAN2) z mapped to W
-    [n, num_ws, w_dim] with truncation psi; W passes through."""
-    map_latents = get_family(G).map_latents
-    if map_latents is None or latents.dim() == 3:
-        return latents.detach().float().cpu()
-    return map_latents(G, latents, y, truncation).float()
+    """``latents`` in the space edits work in, on the CPU: z as it is, or (a family with a W space) z mapped to W+
+    with truncation psi; W+ passes through (``sampling.interpolation_space``)."""
+    return interpolation_space(G, latents, y, truncation)[0]
 
 
 def apply_direction(G, latents: torch.Tensor, y: torch.Tensor | None, vector: torch.Tensor, strength: float,
@@ -120,28 +115,11 @@ def apply_direction(G, latents: torch.Tensor, y: torch.Tensor | None, vector: to
     return base + float(strength) * vector
 
 
-@torch.no_grad()
-def render(G, latents: torch.Tensor, y: torch.Tensor | None, truncation: float | None = None,
-           batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
-    """Images in [-1, 1] ([n, C, H, W], float32, CPU) of ``latents`` (z, or StyleGAN2 W) and classes ``y`` (indices
-    [n], soft labels [n, n_classes] or None), ``batch_size`` per forward. ``truncation`` goes to G (StyleGAN2: psi
-    for z, ignored for W; BigGAN-deep: the BN statistics; BigGAN: ignored, it shaped z)."""
-    device, n = device_of(G), len(latents)
-    step = batch_size or max(n, 1)
-    out = []
-    for i in tqdm(range(0, n, step), desc="rendering", unit="batch", disable=not progress or n <= step,
-                  file=sys.stderr):
-        yi = y[i:i + step].to(device) if y is not None else None
-        out.append(G(latents[i:i + step].to(device), yi, truncation=truncation).float().cpu())
-    cfg = G.config
-    return torch.cat(out) if out else torch.empty(0, cfg.img_channels, cfg.resolution, cfg.resolution)
-
-
 def sweep(G, latents: torch.Tensor, y: torch.Tensor | None, vectors: torch.Tensor, strengths: Sequence[float],
           truncation: float | None = None, batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
     """Images [n, k, s, C, H, W] of every latent moved along every one of ``vectors`` [k, dim] by every strength:
     a sheet per latent with one row per direction and one column per strength."""
-    base = to_space(G, latents, y, truncation)  # [n, dim] or [n, num_ws, dim]
+    base = to_space(G, latents, y, truncation)  # [n, dim] or [n, layers, dim]
     vectors = torch.as_tensor(vectors, dtype=torch.float32)
     s = torch.as_tensor(list(strengths), dtype=torch.float32)
     n, k, m = len(base), len(vectors), len(s)
@@ -150,19 +128,11 @@ def sweep(G, latents: torch.Tensor, y: torch.Tensor | None, vectors: torch.Tenso
         steps = steps[:, :, :, None]  # the same move on every W layer
     edited = (base[:, None, None] + steps).flatten(0, 2)
     labels = y.repeat_interleave(k * m, 0) if y is not None else None
-    images = render(G, edited, labels, truncation if base.dim() == 2 else None, batch_size, progress)
+    images = render(G, edited, labels, truncation if base.dim() == 2 else None, batch_size, progress, "cpu")
     return images.reshape(n, k, m, *images.shape[1:])
 
 
 # --------------------------------------------------------------------------------------------- class morphs
-def morph_labels(y: torch.Tensor, target: int, n_classes: int, t: torch.Tensor) -> torch.Tensor:
-    """Soft labels [n, steps, n_classes]: from each class ``y`` [n] (t = 0) to class ``target`` (t = 1)."""
-    start = torch.nn.functional.one_hot(y.long(), n_classes).float()[:, None]  # [n, 1, C]
-    end = torch.nn.functional.one_hot(torch.tensor(target), n_classes).float()[None, None]
-    t = t.view(1, -1, 1)
-    return start * (1 - t) + end * t
-
-
 def class_morph(G, latents: torch.Tensor, y: torch.Tensor, target: int, steps: int = 8,
                 truncation: float | None = None, batch_size: int | None = None,
                 progress: bool = False) -> torch.Tensor:
@@ -181,52 +151,12 @@ def class_morph(G, latents: torch.Tensor, y: torch.Tensor, target: int, steps: i
                          "they came from")
     if steps < 2:
         raise ValueError(f"a class morph needs at least 2 steps, got {steps}")
-    labels = morph_labels(y, target, n_classes, torch.linspace(0, 1, steps)).flatten(0, 1)
-    images = render(G, latents.repeat_interleave(steps, 0), labels, truncation, batch_size, progress)
+    labels = soft_labels(y, target, steps, n_classes)
+    images = render(G, latents.repeat_interleave(steps, 0), labels, truncation, batch_size, progress, "cpu")
     return images.reshape(len(latents), steps, *images.shape[1:])
 
 
 # --------------------------------------------------------------------------------------------- walks
-def encode_mp4(frames: Sequence[np.ndarray], fps: int = 12) -> bytes:
-    """uint8 [H, W, C] frames as an H.264 MP4 file's bytes (imageio's bundled ffmpeg: the ``serve`` extra). Frames
-    are padded (edge pixels) to whole 16-pixel macro blocks (yuv420p); grayscale is written as RGB."""
-    try:
-        import imageio.v2 as imageio
-        import imageio_ffmpeg  # noqa: F401  (the ffmpeg binary imageio's FFMPEG format runs)
-    except ImportError:
-        raise OSError("writing MP4 needs imageio and imageio-ffmpeg: pip install scalegan[serve] (or write a .gif)") \
-            from None
-    h, w, c = frames[0].shape
-    H, W = -(-h // 16) * 16, -(-w // 16) * 16
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "walk.mp4")  # ffmpeg picks the container by the extension
-        with imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
-                                macro_block_size=16, ffmpeg_log_level="error") as writer:
-            for f in frames:
-                f = np.repeat(f, 3, -1) if c == 1 else f
-                writer.append_data(np.pad(f, ((0, H - h), (0, W - w), (0, 0)), mode="edge"))
-        with open(path, "rb") as f:
-            return f.read()
-
-
-def save_mp4(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: int = 12) -> None:
-    """Write frames as an MP4 (``encode_mp4``), atomically."""
-    write_bytes(path, encode_mp4(frames, fps))
-
-
-def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: int = 12) -> None:
-    """A GIF or an MP4, by ``path``'s extension."""
-    from .sampling import save_gif
-
-    ext = os.path.splitext(str(path))[1].lower()
-    if ext == ".gif":
-        save_gif(frames, path, duration_ms=round(1000 / fps))
-    elif ext == ".mp4":
-        save_mp4(frames, path, fps)
-    else:
-        raise ValueError(f"{path}: write a walk as .gif or .mp4")
-
-
 def strengths(strength: float, steps: int) -> list[float]:
     """``steps`` strengths from -|strength| to |strength|."""
     s = abs(float(strength))
@@ -235,5 +165,5 @@ def strengths(strength: float, steps: int) -> list[float]:
     return torch.linspace(-s, s, steps).tolist()
 
 
-__all__ = ["apply_direction", "class_morph", "directions", "first_layer_matrix", "latent_space", "morph_labels",
-           "encode_mp4", "render", "save_animation", "save_mp4", "sweep", "to_space"]
+__all__ = ["apply_direction", "class_morph", "directions", "first_layer_matrix", "latent_space", "render", "sweep",
+           "to_space"]

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .family import get_family
+from .family import get_family, latent_shape, w_shape
 from .utils import device_of
 
 TASKS = ("invert", "inpaint", "superres")
@@ -49,9 +49,10 @@ class InversionResult:
     """What ``invert`` found, per input image (N of them).
 
     ``images``: the restored images [N, C, R, R] in [-1, 1] (inpainting: known pixels from the input);
-    ``latents``: z [N, z_dim] or StyleGAN2 W [N, num_ws, w_dim], which ``G(latents, y)`` renders; ``y``: classes
-    [N] (None for an unconditional model); ``psnr``: dB of the generated image against the input, through the
-    degradation (inversion: all pixels; inpainting: the known ones; super-resolution: at the input's resolution);
+    ``latents``: z, or W+ [N, layers, dim] for a family with a W space (StyleGAN2), which ``G(latents, y)``
+    renders; ``y``: classes [N] (None for an unconditional model); ``psnr``: dB of the generated image against
+    the input, through the degradation (inversion: all pixels; inpainting: the known ones; super-resolution: at
+    the input's resolution);
     ``loss``: the final search objective (with the prior); ``candidates``: per image, every class tried, best
     first, with its objective and PSNR (after the first part of the search for classes not continued);
     ``class_source``: where the candidates came from (``given``, ``discriminator``, ``classifier``, ``all``,
@@ -81,8 +82,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -
 
 
 def is_w_space(G) -> bool:
-    """True for generators searched in W (StyleGAN2: a mapping network and per-layer W), False for z."""
-    return hasattr(G.config, "num_ws") and hasattr(G, "mapping")
+    """True for generators searched in W (a family with a W space: StyleGAN2), False for z."""
+    return get_family(G).w_space is not None
 
 
 @contextmanager
@@ -105,10 +106,14 @@ def load_discriminator(source, device: str | torch.device = "cpu") -> nn.Module 
     """The discriminator of a run or checkpoint folder (eval mode), or None where the source has none (weights
     folders, pretrained names, foreign checkpoints)."""
     from .manifest import check_folder
+    from .sources import resolve_source
     from .weights import WeightsError, load_state_dict, read_config, resolve_weights_dir
 
     try:
-        directory = resolve_weights_dir(source)
+        resolved = resolve_source(source)
+        if resolved.kind != "weights":
+            return None
+        directory = resolve_weights_dir(resolved.path)
     except WeightsError:
         return None
     file = Path(directory) / "D.safetensors"
@@ -224,24 +229,23 @@ class _Loss:
 # --------------------------------------------------------------------------------------------- latents
 @torch.no_grad()
 def _w_centre(G, y: torch.Tensor | None) -> torch.Tensor:
-    """The W each search starts from [B, w_dim]: the class's average W where the model tracked one, else w_avg."""
-    mapping = G.mapping
-    n = 1 if y is None else len(y)
-    centre = mapping.w_avg.expand(n, -1).clone()
-    if y is not None and hasattr(mapping, "w_avg_class"):
-        per_class = mapping.w_avg_class[y]
-        tracked = per_class.abs().sum(1) > 0
-        centre[tracked] = per_class[tracked]
-    return centre
+    """The W each search starts from [B, dim] (the family's truncation centre of each class), on G's device."""
+    return get_family(G).w_space.centre(G, y).to(device_of(G))
+
+
+@torch.no_grad()
+def _mapped(G, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """W [n, dim] of z [n, ...] and classes ``y`` [n] or None, untruncated, on G's device."""
+    return get_family(G).w_space.map(G, z, y, None)[:, 0].to(device_of(G))
 
 
 @torch.no_grad()
 def _w_scale(G, y: torch.Tensor | None, generator: torch.Generator) -> float:
     """The spread of W around its centre (root mean square per entry), from 256 mapped z."""
     n = 256
-    z = torch.randn(n, G.config.z_dim, generator=generator).to(device_of(G))
+    z = torch.randn(n, *latent_shape(G), generator=generator)
     yy = None if y is None else y[torch.randint(len(y), (n,), generator=generator).to(y.device)]
-    w = G.mapping(z, G.one_hot(yy, n), track=False)
+    w = _mapped(G, z, yy)
     return float((w - w.mean(0)).square().mean().sqrt().clamp_min(1e-3))
 
 
@@ -253,13 +257,11 @@ def _initial_latents(G, y: torch.Tensor | None, restart: torch.Tensor, generator
     others half-way from the centre to a mapped random z of the row's class."""
     B, device = len(restart), device_of(G)
     if not w_space:
-        z = torch.randn(B, G.config.dim_z if hasattr(G.config, "dim_z") else G.config.z_dim, generator=generator)
+        z = torch.randn(B, *latent_shape(G), generator=generator)
         z[restart.cpu() == 0] = 0
         return z.to(device), None
     centre = _w_centre(G, y) if y is not None else _w_centre(G, None).expand(B, -1)
-    with torch.no_grad():
-        z = torch.randn(B, G.config.z_dim, generator=generator).to(device)
-        mapped = G.mapping(z, G.one_hot(y, B), track=False)
+    mapped = _mapped(G, torch.randn(B, *latent_shape(G), generator=generator), y)
     w = torch.where((restart == 0)[:, None].to(device), centre, centre.lerp(mapped, 0.5))
     return w.clone(), centre
 
@@ -274,9 +276,9 @@ def _prior(latent: torch.Tensor, centre: torch.Tensor | None, w_scale: float) ->
 
 def _render(G, latent: torch.Tensor, y: torch.Tensor | None, w_space: bool, truncation) -> torch.Tensor:
     """G's image of the searched latents: W (one per layer, or per-layer W+) or z."""
-    if w_space:
-        ws = latent if latent.dim() == 3 else latent[:, None].expand(-1, G.config.num_ws, -1)
-        return G(ws, y, noise_mode="const")
+    if w_space:  # G runs in eval mode here: deterministic (StyleGAN2: constant noise)
+        ws = latent if latent.dim() == 3 else latent[:, None].expand(-1, w_shape(G)[0], -1)
+        return G(ws, y)
     return G(latent, y, truncation=truncation)
 
 
@@ -285,7 +287,7 @@ def _render(G, latent: torch.Tensor, y: torch.Tensor | None, w_space: bool, trun
 def _discriminator_scores(D: nn.Module, images: torch.Tensor, n_classes: int, chunk: int = 64) -> torch.Tensor:
     """D(x, c) for every image and class [N, n_classes]. Each image is scored in batches of its own copies (padded
     to a multiple of a minibatch-std group), so the batch statistic D may use is the same for every class."""
-    group = max(int(getattr(D.config, "mbstd_group", 1) or 1), 1)
+    group = max(int(get_family(D).discriminator_group(D.config) or 1), 1)
     device = next(D.parameters()).device
     scores = torch.empty(len(images), n_classes)
     for i, x in enumerate(images.to(device)):
@@ -340,7 +342,7 @@ class _Batch:
     y: torch.Tensor | None  # [B] class
     restart: torch.Tensor  # [B]
     latent: torch.Tensor  # [B, ...]
-    centre: torch.Tensor | None  # [B, w_dim] W centre (StyleGAN2)
+    centre: torch.Tensor | None  # [B, dim] W centre (a family with a W space)
 
     def take(self, rows: torch.Tensor) -> _Batch:
         pick = lambda t: None if t is None else t[rows.to(t.device)]  # noqa: E731
@@ -373,7 +375,7 @@ def _optimise(G, loss_fn: _Loss, batch: _Batch, settings: _Settings, start: int,
     opt = torch.optim.Adam([param], lr=settings.lr)
     for t in tqdm(range(start, stop), desc=desc, unit="step", disable=not settings.progress, file=sys.stderr):
         if settings.wplus_from is not None and t == settings.wplus_from and param.dim() == 2:
-            param = param.detach()[:, None].repeat(1, G.config.num_ws, 1).requires_grad_(True)  # W -> W+
+            param = param.detach()[:, None].repeat(1, w_shape(G)[0], 1).requires_grad_(True)  # W -> W+
             opt = torch.optim.Adam([param], lr=settings.lr)
         for group in opt.param_groups:
             group["lr"] = _learning_rate(settings, t)
@@ -497,7 +499,7 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
             generated = _render(G, batch.latent, batch.y, w_space, truncation)
             latents = batch.latent
             if w_space and latents.dim() == 2:
-                latents = latents[:, None].repeat(1, G.config.num_ws, 1)
+                latents = latents[:, None].repeat(1, w_shape(G)[0], 1)
             restored = degrade.restore(generated, target)
             score = psnr(degrade(generated), target, degrade.weight(None, generated.device))
     per_image = [sorted((r for (i, _), r in records.items() if i == k),

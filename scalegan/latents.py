@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .family import latent_shapes
+
 TRUNCATION_MODES = ("resample", "scale")
 
 
@@ -25,17 +27,17 @@ def truncated_normal(shape: Sequence[int], threshold: float, generator: torch.Ge
     return z.clamp_(-threshold, threshold).float()
 
 
-def sample_z(n: int, dim_z: int, truncation: float | None = None, mode: str = "resample",
+def sample_z(n: int, z_dim: int, truncation: float | None = None, mode: str = "resample",
              generator: torch.Generator | None = None) -> torch.Tensor:
-    """Latents [n, dim_z]. ``mode="resample"``: the paper's trick with threshold ``truncation``;
+    """Latents [n, z_dim]. ``mode="resample"``: the paper's trick with threshold ``truncation``;
     ``mode="scale"``: ``truncation * truncnorm(-2, 2)`` as pytorch-pretrained-biggan does."""
     if mode not in TRUNCATION_MODES:
         raise ValueError(f"truncation mode must be one of {TRUNCATION_MODES}, got {mode!r}")
     if truncation is None:
-        return torch.randn(n, dim_z, generator=generator)
+        return torch.randn(n, z_dim, generator=generator)
     if mode == "scale":
-        return truncation * truncated_normal((n, dim_z), 2.0, generator)
-    return truncated_normal((n, dim_z), truncation, generator)
+        return truncation * truncated_normal((n, z_dim), 2.0, generator)
+    return truncated_normal((n, z_dim), truncation, generator)
 
 
 def class_labels(n: int, y, n_classes: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
@@ -65,7 +67,7 @@ def class_labels(n: int, y, n_classes: int, generator: torch.Generator | None = 
 def save_latents(path, latents: torch.Tensor, y: torch.Tensor | None, *, truncation: float | None = None,
                  **extra) -> None:
     """Write a latents file (NPZ) that ``load_latents``, ``scalegan sample --latents``, ``scalegan edit`` and the
-    server read back: ``latents`` float32 (z [n, z_dim], or StyleGAN2 W [n, num_ws, w_dim]), ``y`` int64 [n]
+    server read back: ``latents`` float32 (z, or W+ [n, layers, dim] for a family with a W space), ``y`` int64 [n]
     (-1 for an unconditional model), ``truncation`` (NaN for none: applied when rendering z, ignored for W) and
     any ``extra`` arrays (e.g. ``psnr``). Written atomically."""
     from .utils import write_bytes
@@ -121,15 +123,10 @@ def load_latents(path, config) -> tuple[torch.Tensor, torch.Tensor | None, float
     lat = arrays[key]
     if lat.dtype.kind != "f":
         raise ValueError(f"{path}: latents must be floating point, got {lat.dtype}")
-    z_dim = getattr(config, "z_dim", None) or getattr(config, "dim_z", None)
-    shapes = [f"[n, {z_dim}]"]
-    ok = lat.ndim == 2 and lat.shape[1] == z_dim
-    if hasattr(config, "num_ws"):
-        shapes.append(f"[n, {config.num_ws}, {config.w_dim}]")
-        ok = ok or (lat.ndim == 3 and lat.shape[1:] == (config.num_ws, config.w_dim))
-    if not ok:
+    shapes = latent_shapes(config)  # z, and W+ where the family has a W space
+    if tuple(lat.shape[1:]) not in shapes:
         raise ValueError(f"{path}: latents of shape {list(lat.shape)} do not fit this model, which takes "
-                         f"{' or '.join(shapes)}")
+                         f"{' or '.join(str(['n', *s]).replace(chr(39), '') for s in shapes)}")
     if not np.isfinite(lat).all():
         raise ValueError(f"{path}: latents hold NaN or infinite values")
     latents = torch.from_numpy(lat.astype(np.float32))

@@ -1,15 +1,21 @@
 """Named pretrained models: where to get them, the local cache, SHA-256 checks, and (opt-in) download.
 
-``scalegan.load("biggan-deep-256")`` looks for ``$SCALEGAN_CACHE/biggan-deep-256/`` (default
-``~/.cache/scalegan``), a scalegan weights folder written by ``scalegan convert``, and checks the SHA-256 of its
-``model.safetensors`` against the value recorded at conversion (and against the table's, where known). Nothing
-here touches the network unless ``download`` is called (``scalegan convert --download NAME``).
+Names are ``ARCH.TAG`` (``biggan-deep-256.tfhub``: DeepMind's TF-Hub weights; ``biggan-128.bgp``: BigGAN-PyTorch's
+release), so that they cannot be mistaken for the presets (``biggan-128`` builds random weights). The names before
+0.2 (``biggan-deep-256``, ``biggan-128``) are still read, with a one-line note.
+
+``scalegan.load("biggan-deep-256.tfhub")`` looks for ``$SCALEGAN_CACHE/biggan-deep-256.tfhub/`` (default
+``~/.cache/scalegan``; a cache folder under the old name is used too), a scalegan weights folder written by
+``scalegan convert``, and checks the SHA-256 of its ``model.safetensors`` against the value recorded at conversion
+(and against the table's, where known). Nothing here touches the network unless ``download`` is called
+(``scalegan convert --download NAME``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +40,8 @@ class PretrainedModel:
 
 
 PRETRAINED: dict[str, PretrainedModel] = {
-    f"biggan-deep-{res}": PretrainedModel(
-        name=f"biggan-deep-{res}", format="pytorch-pretrained-biggan",
+    f"biggan-deep-{res}.tfhub": PretrainedModel(
+        name=f"biggan-deep-{res}.tfhub", format="pytorch-pretrained-biggan",
         about=f"DeepMind BigGAN-deep {res}x{res} ImageNet (TF-Hub), as ported by pytorch-pretrained-biggan",
         files={"pytorch_model.bin": f"{_PORT}/biggan-deep-{res}-pytorch_model.bin",
                "config.json": f"{_PORT}/biggan-deep-{res}-config.json"},
@@ -43,8 +49,8 @@ PRETRAINED: dict[str, PretrainedModel] = {
     )
     for res in (128, 256, 512)
 }
-PRETRAINED["biggan-128"] = PretrainedModel(
-    name="biggan-128", format="biggan-pytorch",
+PRETRAINED["biggan-128.bgp"] = PretrainedModel(
+    name="biggan-128.bgp", format="biggan-pytorch",
     about="BigGAN-PyTorch ImageNet 128x128 (ch 96, its released 138k-iteration G_ema)",
     manual="download the 138k checkpoint linked in the README of github.com/ajbrock/BigGAN-PyTorch and unzip it; "
            "it holds G_ema.pth",
@@ -52,16 +58,40 @@ PRETRAINED["biggan-128"] = PretrainedModel(
 )
 
 
+# The names before 0.2, which are also preset names.
+OLD_NAMES = {name.rsplit(".", 1)[0]: name for name in PRETRAINED}
+
+
+def canonical(name: str) -> str | None:
+    """The pretrained name ``name`` means (an old name with a one-line note), or None when it names none."""
+    if name in PRETRAINED:
+        return name
+    if name in OLD_NAMES:
+        warnings.warn(f"pretrained name {name!r} is now {OLD_NAMES[name]!r} ({name!r} alone names the preset, "
+                      "random weights); reading it as the pretrained weights", stacklevel=3)
+        return OLD_NAMES[name]
+    return None
+
+
 def get(name: str) -> PretrainedModel:
-    """The table entry of ``name``; unknown names raise KeyError with suggestions."""
-    if name not in PRETRAINED:
+    """The table entry of ``name`` (old names accepted); unknown names raise KeyError with suggestions."""
+    key = canonical(name)
+    if key is None:
         raise unknown_name("pretrained model", name, PRETRAINED)
-    return PRETRAINED[name]
+    return PRETRAINED[key]
+
+
+def _cache_folder(name: str) -> Path:
+    """The cache folder of canonical ``name``: NAME, or the folder a version before 0.2 wrote (the old name)."""
+    folder = cache_dir() / name
+    old = cache_dir() / name.rsplit(".", 1)[0]
+    return old if not folder.exists() and (old / "model.safetensors").is_file() else folder
 
 
 def how_to_get(name: str) -> str:
     """One message: where the files of ``name`` come from and how to convert them into the cache."""
-    entry, target = get(name), cache_dir() / name
+    entry = get(name)
+    name, target = entry.name, cache_dir() / entry.name
     if entry.files:
         urls = ", ".join(entry.files.values())
         return (f"pretrained model {name!r} is not in the cache ({target}). With internet: "
@@ -73,7 +103,8 @@ def how_to_get(name: str) -> str:
 
 def resolve(name: str) -> Path:
     """The cached weights folder of ``name``, SHA-256 checked; a missing one raises WeightsError saying what to do."""
-    entry, folder = get(name), cache_dir() / name
+    entry = get(name)
+    name, folder = entry.name, _cache_folder(entry.name)
     weights, config = folder / "model.safetensors", folder / "config.json"
     if not (weights.is_file() and config.is_file()):
         raise WeightsError(how_to_get(name))
@@ -93,6 +124,7 @@ def resolve(name: str) -> Path:
 def download(name: str, cache: str | os.PathLike | None = None) -> Path:  # pragma: no cover - needs internet
     """Download the source files of ``name``, check their SHA-256 where published, convert into the cache."""
     entry = get(name)
+    name = entry.name
     if not entry.files:
         raise WeightsError(how_to_get(name))
     root = Path(cache) if cache is not None else cache_dir()

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .family import config_from_dict, get_family
+from .family import config_from_dict, get_family, saved_state
 from .manifest import check_folder, write_manifest
 from .utils import __version__, atomic_path, key_mismatch, read_json, sha256_file, write_json
 
@@ -49,8 +49,9 @@ class ModelInfo:
 
 
 def save_state_dict(module: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Write a module's parameters and buffers as safetensors, atomically."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    """Write a module's parameters and buffers as safetensors, atomically (not its family's pretrained parts: the
+    constructor builds those)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in saved_state(module).items()}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
 
@@ -65,17 +66,18 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_state_dict(module: nn.Module, path: str | os.PathLike) -> None:
-    """Load safetensors into ``module`` strictly; missing, unexpected or mis-shaped keys are named."""
+    """Load safetensors into ``module`` strictly (all of it but its family's pretrained parts); missing, unexpected
+    or mis-shaped keys are named."""
     tensors = read_safetensors(path)
     problems = key_mismatch({k: tuple(v.shape) for k, v in tensors.items()},
-                            {k: tuple(v.shape) for k, v in module.state_dict().items()})
+                            {k: tuple(v.shape) for k, v in saved_state(module).items()})
     if problems:
         raise WeightsError(f"{path} does not match the model in config.json: {problems}")
     broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:  # e.g. saved from a diverged run: every image would be NaN
         raise WeightsError(f"{path}: tensor(s) {', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''} hold "
                            "non-finite values (NaN or inf); the weights are unusable: use an earlier checkpoint")
-    module.load_state_dict(tensors, strict=True)
+    module.load_state_dict({**module.state_dict(), **tensors}, strict=True)
 
 
 def write_config(directory: str | os.PathLike, model_config, **extra) -> None:

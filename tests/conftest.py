@@ -6,16 +6,13 @@ torch.set_num_threads(1)  # tests are small; one thread avoids oversubscription 
 
 
 def tiny_overrides(name: str) -> dict:
-    """Model overrides that keep a preset's layout but make it fast enough for a unit test."""
-    if name.startswith("stylegan2"):
-        return dict(channel_base=256, channel_max=32, z_dim=16, w_dim=16, n_classes=5, mapping_layers=2,
-                    d_mapping_layers=2, mbstd_group=2)
-    if name.startswith("biggan-deep"):
-        return dict(ch=8, d_ch=8, dim_z=8, shared_dim=8, n_classes=5)
+    """Model overrides that keep a preset's layout but make it fast enough for a unit test (the family's ``tiny``
+    hook), with 5 classes."""
+    from scalegan.family import PRESETS, get_family
     from scalegan.registry import model_config
 
-    stages = model_config(name).resolution.bit_length() - 3  # 32 px: 3 G blocks
-    return dict(ch=8, d_ch=8, dim_z=4 * (stages + 1), shared_dim=8, n_classes=5)  # hier z: dim_z % (stages+1) == 0
+    family = get_family(PRESETS[name]["family"])
+    return {**family.tiny(model_config(name)), "n_classes": 5}
 
 
 @pytest.fixture

@@ -506,7 +506,7 @@ def _warning_lines(err: str, command: str) -> list[str]:
 def test_train_uses_the_readable_images_of_a_mixed_folder(corpus, tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["train", "--data", f"folder:{corpus}/mixed", *[a.replace("{c}", str(corpus)) for a in TRAIN[:-2]],
-            "--out-dir", str(run), "--set", "ch=8", "--set", "d_ch=8", "--set", "dim_z=16", "--set", "shared_dim=8"]
+            "--out-dir", str(run), "--set", "ch=8", "--set", "d_ch=8", "--set", "z_dim=16", "--set", "shared_dim=8"]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -79,8 +79,8 @@ class FakeConfig:
     n_classes: int | None
     resolution: int = RES
     img_channels: int = 1
-    dim_z: int = 4
-    family: str = "biggan"  # latents drawn as for a BigGAN: z ~ N(0, 1), [n, dim_z]
+    z_dim: int = 4
+    family: str = "biggan"  # latents drawn as for a BigGAN: z ~ N(0, 1), [n, z_dim]
 
 
 class FakeG(torch.nn.Module):
@@ -95,7 +95,7 @@ class FakeG(torch.nn.Module):
         self.pool = PatternDataset(300, seed=123)
         cfg = self.config
         pixels = cfg.img_channels * cfg.resolution**2
-        self.register_buffer("mix", torch.randn(cfg.dim_z, pixels, generator=torch.Generator().manual_seed(5)))
+        self.register_buffer("mix", torch.randn(cfg.z_dim, pixels, generator=torch.Generator().manual_seed(5)))
         self.calls: list[dict] = []
 
     def forward(self, z, y=None, truncation=None) -> torch.Tensor:

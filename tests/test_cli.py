@@ -15,7 +15,7 @@ from scalegan.sampling import sample
 from scalegan.utils import to_hwc
 
 TRAIN = ["--iterations", "2", "--batch-size", "16", "--n-d-steps", "1", "--no-progress", "--no-tensorboard",
-         "--sample-every", "0", "--set", "ch=8", "--set", "d_ch=8", "--set", "dim_z=16", "--set", "shared_dim=16"]
+         "--sample-every", "0", "--set", "ch=8", "--set", "d_ch=8", "--set", "z_dim=16", "--set", "shared_dim=16"]
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_dry_run_resolution_order(tiny_npz, tmp_path, capsys):
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({"lr_g": 1e-3, "batch_size": 8, "model_overrides": {"ch": 16}}))
     args = ["train", "--dry-run", "--data", f"npz:{tiny_npz}", "--config", str(config), "--batch-size", "4",
-            "--set", "dim_z=32"]
+            "--set", "z_dim=32"]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     train = report["train"]
@@ -54,7 +54,7 @@ def test_dry_run_resolution_order(tiny_npz, tmp_path, capsys):
     assert report["objective"]["n_d_steps"] == 1  # the biggan-fmnist preset's value (the objective's default is 2)
     assert train["lr_g"] == 1e-3  # the config file beats the preset
     assert train["batch_size"] == 4  # a flag beats the config file
-    assert report["model"]["ch"] == 16 and report["model"]["dim_z"] == 32 and report["model"]["n_classes"] == 3
+    assert report["model"]["ch"] == 16 and report["model"]["z_dim"] == 32 and report["model"]["n_classes"] == 3
     assert not (tmp_path / "runs").exists()
 
 

@@ -23,10 +23,10 @@ G_IN, G_OUT, ATTN_BLOCK = [16, 16, 8, 4, 2], [16, 8, 4, 2, 1], 3
 SN_EPS, BN_EPS = 1e-6, 1e-5
 
 
-def biggan_pytorch_state(ch: int = 8, dim_z: int = 120, shared: int = 128, n_classes: int = 1000, seed: int = 0):
+def biggan_pytorch_state(ch: int = 8, z_dim: int = 120, shared: int = 128, n_classes: int = 1000, seed: int = 0):
     """A random state dict with BigGAN-PyTorch's G key names and shapes (ImageNet 128 layout)."""
     g = torch.Generator().manual_seed(seed)
-    chunk = dim_z // (len(G_IN) + 1)
+    chunk = z_dim // (len(G_IN) + 1)
     state: dict[str, torch.Tensor] = {}
 
     def sn(prefix, out_features, weight_shape, bias=True):
@@ -123,7 +123,7 @@ def test_identical_to_reference_forward():
     state = biggan_pytorch_state()
     G = convert_state_dict(state)
     cfg = G.config
-    assert (cfg.resolution, cfg.ch, cfg.dim_z, cfg.shared_dim, cfg.g_attn, cfg.hier) == (128, 8, 120, 128, (64,), True)
+    assert (cfg.resolution, cfg.ch, cfg.z_dim, cfg.shared_dim, cfg.g_attn, cfg.hier) == (128, 8, 120, 128, (64,), True)
     z = torch.randn(3, 120, generator=torch.Generator().manual_seed(5))
     y = torch.tensor([207, 0, 999])
     with torch.no_grad():

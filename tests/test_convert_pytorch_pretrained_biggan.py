@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import scalegan
 from scalegan.convert import ConvertError, convert, detect_format, save_converted
 from scalegan.convert.pytorch_pretrained_biggan import convert_state_dict
-from scalegan.models.layers import truncation_row
+from scalegan.layers import truncation_row
 
 try:
     from pytorch_pretrained_biggan import BigGAN as PortBigGAN

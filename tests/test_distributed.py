@@ -15,11 +15,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from conftest import latest_weights, loss_lines, rms_difference
 
-from scalegan.models.layers import BatchNorm2d, ConditionalBatchNorm2d, batch_norm, set_cross_replica_bn
+from scalegan.layers import BatchNorm2d, ConditionalBatchNorm2d, batch_norm, set_cross_replica_bn
 from scalegan.training.stream import BatchStream
 
-TINY = dict(ch=8, d_ch=8, dim_z=16, shared_dim=16)
-TRAIN = ["--model", "biggan-fmnist", "--set", "ch=8", "--set", "d_ch=8", "--set", "dim_z=16", "--set",
+TINY = dict(ch=8, d_ch=8, z_dim=16, shared_dim=16)
+TRAIN = ["--model", "biggan-fmnist", "--set", "ch=8", "--set", "d_ch=8", "--set", "z_dim=16", "--set",
          "shared_dim=16", "--n-d-steps", "2", "--ema-start", "1", "--log-every", "1", "--sample-every", "0",
          "--ckpt-every", "0", "--no-progress", "--no-tensorboard", "--precision", "float32", "--no-channels-last"]
 
@@ -47,7 +47,7 @@ def test_cross_replica_bn_formula_matches_batch_norm(world_of_one):
     stats_b = [torch.zeros(5), torch.ones(5)]
     ref = F.batch_norm(x, *stats_a, None, None, True, 0.1, 1e-5)
     (g_ref,) = torch.autograd.grad((ref * weight).sum(), x)
-    from scalegan.models.layers import _GroupRef
+    from scalegan.layers import _GroupRef
 
     out = batch_norm(x, *stats_b, True, 0.1, 1e-5, _GroupRef(world_of_one))
     (g_out,) = torch.autograd.grad((out * weight).sum(), x)

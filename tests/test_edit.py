@@ -13,7 +13,7 @@ import scalegan
 from scalegan import edit
 from scalegan.cli import main
 from scalegan.latents import load_latents, save_latents
-from scalegan.models.layers import SNLinear
+from scalegan.layers import SNLinear
 from scalegan.sampling import draw
 from scalegan.weights import save_generator
 
@@ -41,7 +41,7 @@ def jacobian_directions(G) -> tuple[np.ndarray, np.ndarray]:
     outputs = []
     hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(o.reshape(len(o), -1))) for m in layers]
     cfg = G.config
-    dim = cfg.w_dim if style else cfg.dim_z
+    dim = cfg.w_dim if style else cfg.z_dim
     points = torch.cat([torch.zeros(1, dim), torch.eye(dim)])  # 0, e_1, ..., e_dim
     y = torch.ones(dim + 1, dtype=torch.long) if cfg.n_classes else None
     try:
@@ -151,10 +151,13 @@ def test_sample_latents_round_trip(folders, tmp_path, model):
                  "--save-latents", "--max-batch", "3"]) == 0
     G, _ = scalegan.load(src)
     latents, y, truncation = load_latents(first, G.config)
-    assert latents.shape == (5, G.config.dim_z if model == "big" else G.config.z_dim) and truncation == 0.8
+    assert latents.shape == (5, G.config.z_dim if model == "big" else G.config.z_dim) and truncation == 0.8
     with np.load(first) as data:
         assert np.array_equal(data["z"], data["latents"])  # `z` kept for older readers
-    assert main(["sample", src, "--latents", str(first), "--npz", str(again), "--grid", str(tmp_path / "g.png")]) == 0
+    # Rendered in the same batches as the first time: bit equality holds only for the same computation (oneDNN
+    # picks other kernels for other batch sizes on some CPUs).
+    assert main(["sample", src, "--latents", str(first), "--npz", str(again), "--grid", str(tmp_path / "g.png"),
+                 "--max-batch", "3"]) == 0
     assert np.array_equal(_x(first), _x(again))
     with np.load(again) as data:
         assert np.array_equal(data["y"], y.numpy())

@@ -10,8 +10,8 @@ import scalegan
 from scalegan.cli import main
 from scalegan.export import export_onnx, load_onnx, read_metadata
 from scalegan.family import get_family
-from scalegan.fast import fast_generator
-from scalegan.models.layers import SpectralNorm, fold_spectral_norm
+from scalegan.layers import SpectralNorm, fold_spectral_norm
+from scalegan.models.biggan_deep_fold import fast_generator
 from scalegan.weights import save_generator
 
 pytest.importorskip("onnx")
@@ -118,7 +118,7 @@ def test_unconditional_and_conditional_inputs_are_checked(tmp_path):
     G = _model("biggan-32")
     export_onnx(G, tmp_path / "G.onnx")
     gen = load_onnx(tmp_path / "G.onnx")
-    z = np.zeros((2, G.config.dim_z), np.float32)
+    z = np.zeros((2, G.config.z_dim), np.float32)
     with pytest.raises(ValueError, match="class-conditional"):
         gen(z)
     with pytest.raises(ValueError, match="class indices in 0..4"):

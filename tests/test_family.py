@@ -31,7 +31,7 @@ def test_every_family_is_a_complete_record():
         assert callable(family.draw_latents) and family.truncation_mode(family.config()) in family.truncation_modes
     assert get_family("biggan-deep").fold is not None and get_family("biggan").fold is None
     with pytest.raises(ValueError, match="registered twice"):
-        register(Family("biggan", *[None] * 5))
+        register(Family("biggan", *[None] * 8))
     with pytest.raises(KeyError, match="did you mean 'biggan'"):
         get_family("bigan")
 
@@ -141,10 +141,10 @@ def converted_deep(tmp_path):
 def test_defaults_follow_the_model(converted_deep, tmp_path):
     G, _ = scalegan.load(converted_deep)
     _, z, _ = sample(G, 2, y=0, truncation=0.4, seed=1, return_latents=True)  # converted BigGAN-deep: "scale"
-    assert torch.equal(z, sample_z(2, G.config.dim_z, 0.4, "scale", torch.Generator().manual_seed(1)))
+    assert torch.equal(z, sample_z(2, G.config.z_dim, 0.4, "scale", torch.Generator().manual_seed(1)))
     native, _ = _tiny("biggan-deep-128")
     _, z, _ = sample(native.eval(), 2, y=0, truncation=0.4, seed=1, return_latents=True)  # trained here: resample
-    assert torch.equal(z, sample_z(2, native.config.dim_z, 0.4, "resample", torch.Generator().manual_seed(1)))
+    assert torch.equal(z, sample_z(2, native.config.z_dim, 0.4, "resample", torch.Generator().manual_seed(1)))
 
 
 def test_the_same_images_through_every_path(converted_deep, tmp_path, monkeypatch):

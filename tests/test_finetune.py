@@ -22,7 +22,7 @@ from scalegan.training.finetune import parse_class_map
 from scalegan.training.loop import Run
 from scalegan.weights import save_generator
 
-TINY = dict(ch=8, d_ch=8, dim_z=16, shared_dim=16)
+TINY = dict(ch=8, d_ch=8, z_dim=16, shared_dim=16)
 
 
 def make_npz(path, classes=(0, 1, 2)):
@@ -155,7 +155,7 @@ def test_resume_of_a_fine_tune_does_not_initialise_again(source, tmp_path):
     (["--init-from", "{src}", "--class-map", "0-1"], "expected NEW:OLD pairs"),
     (["--init-from", "{src}", "--freeze-d", "9"], "the discriminator has 4 blocks"),
     (["--class-map", "0:1"], "need init_from"),
-    (["--init-from", "{src}", "--model", "biggan-64", "--set", "dim_z=20"], "choose a --model of 32 px"),
+    (["--init-from", "{src}", "--model", "biggan-64", "--set", "z_dim=20"], "choose a --model of 32 px"),
     (["--init-from", "{src}", "--set", "ch=16"], "ch=8 (model: 16)"),
     (["--init-from", "{src}", "--model", "stylegan2-fmnist"], "cannot start a stylegan2 model"),
 ])

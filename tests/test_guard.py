@@ -91,7 +91,7 @@ def _cli_train(npz, run, *extra):
     return main(["train", "--model", "biggan-fmnist", "--data", f"npz:{npz}", "--out-dir", str(run),
                  "--batch-size", "16", "--ema-start", "2", "--log-every", "2", "--sample-every", "0",
                  "--no-tensorboard", "--no-progress", "--n-d-steps", "2", "--set", "ch=8", "--set", "d_ch=8",
-                 "--set", "dim_z=16", "--set", "shared_dim=16", *extra])
+                 "--set", "z_dim=16", "--set", "shared_dim=16", *extra])
 
 
 def test_divergence_stop_writes_nothing_new_and_says_where(tiny_npz, tmp_path, monkeypatch, capsys):

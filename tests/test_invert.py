@@ -64,7 +64,7 @@ def test_biggan_inversion_finds_the_class_and_the_image(runs):
     assert result.y.tolist() == y.tolist()
     assert (result.psnr >= 30).all(), result.psnr
     assert (psnr(result.images, images) >= 30).all()
-    assert result.latents.shape == (3, G.config.dim_z)
+    assert result.latents.shape == (3, G.config.z_dim)
     assert [c[0]["class"] for c in result.candidates] == y.tolist() and all(len(c) == 3 for c in result.candidates)
     # G is left as it was: weights, buffers, eval mode and its parameters' requires_grad flags.
     assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())

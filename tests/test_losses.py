@@ -47,7 +47,7 @@ def test_orthogonal_penalty_by_hand():
 
 
 def test_orthogonal_penalty_skips_the_shared_embedding():
-    G = build_generator(model_config("biggan-32", ch=8, shared_dim=16, hier=True, dim_z=16))
+    G = build_generator(model_config("biggan-32", ch=8, shared_dim=16, hier=True, z_dim=16))
     tables = class_embeddings(G)
     assert len(tables) == 1 and tables[0] is G.shared.weight
     with_all = orthogonal_penalty(G, 1.0)

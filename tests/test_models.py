@@ -7,8 +7,8 @@ from conftest import tiny_overrides
 
 import scalegan
 from scalegan.cli.info import preset_info
+from scalegan.layers import ConditionalBatchNorm2d, SelfAttention, SNConv2d, SNLinear
 from scalegan.models import build_discriminator, build_generator, config_from_dict
-from scalegan.models.layers import ConditionalBatchNorm2d, SelfAttention, SNConv2d, SNLinear
 from scalegan.registry import count_parameters, list_models, model_config
 from scalegan.sampling import sample
 
@@ -71,7 +71,7 @@ def test_every_preset_trains_one_step(name):
 def test_unconditional_and_grayscale(family):
     cfg = model_config(family, **{**tiny_overrides(family), "n_classes": 0, "img_channels": 1, "resolution": 32})
     G, D = build_generator(cfg), build_discriminator(cfg)
-    x = G(torch.randn(3, cfg.dim_z))
+    x = G(torch.randn(3, cfg.z_dim))
     assert x.shape == (3, 1, 32, 32)
     assert D(x).shape == (3,)
     with pytest.raises(ValueError, match="unconditional"):
@@ -83,7 +83,7 @@ def test_biggan_variants(options):
     cfg = model_config("biggan-32", ch=4, d_ch=4, n_classes=3, **options)
     G, D = build_generator(cfg), build_discriminator(cfg)
     y = torch.tensor([0, 2])
-    assert D(G(torch.randn(2, cfg.dim_z), y), y).shape == (2,)
+    assert D(G(torch.randn(2, cfg.z_dim), y), y).shape == (2,)
 
 
 def test_se_adds_parameters_and_is_off_in_presets():
@@ -97,9 +97,9 @@ def test_wrong_shapes_are_clear_errors():
     cfg = model_config("biggan-32", ch=4, d_ch=4, n_classes=3)
     G = build_generator(cfg)
     with pytest.raises(ValueError, match="z must be"):
-        G(torch.randn(2, cfg.dim_z + 1), torch.tensor([0, 1]))
+        G(torch.randn(2, cfg.z_dim + 1), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="pass y"):
-        G(torch.randn(2, cfg.dim_z))
+        G(torch.randn(2, cfg.z_dim))
     with pytest.raises(ValueError):
         model_config("biggan-32", resolution=48)
     with pytest.raises(ValueError, match="unknown"):
@@ -171,7 +171,7 @@ def test_channels_last_bf16_agrees_with_float32():
     torch.manual_seed(0)
     cfg = model_config("biggan-fmnist", ch=8, d_ch=8)
     G = build_generator(cfg).eval()
-    z, y = torch.randn(4, cfg.dim_z), torch.arange(4)
+    z, y = torch.randn(4, cfg.z_dim), torch.arange(4)
     ref = G(z, y)
     G_fast = build_generator(cfg).eval()
     G_fast.load_state_dict(G.state_dict())

@@ -68,9 +68,10 @@ class ToyObjective(Objective):
 
 @pytest.fixture
 def toy(monkeypatch):
-    family = families.Family("toy", ToyConfig, Generator, Discriminator, ToyObjective, draw_z)
+    family = families.Family("toy", ToyConfig, Generator, Discriminator, ToyObjective,
+                             latent_shape=lambda c: (c.z_dim,), draw_latents=draw_z, tiny=lambda c: {})
     monkeypatch.setitem(families.FAMILIES, "toy", family)
-    model = dict(registry.PRESETS["biggan-fmnist"]["model"], ch=8, d_ch=8, dim_z=16, shared_dim=16)
+    model = dict(registry.PRESETS["biggan-fmnist"]["model"], ch=8, d_ch=8, z_dim=16, shared_dim=16)
     monkeypatch.setitem(registry.PRESETS, "toy-32", dict(family="toy", model=model, train={}))
     ToyObjective.calls = []
     return family
@@ -116,7 +117,7 @@ def test_a_lazy_phase_weighs_its_loss_by_its_interval(toy):
     import contextlib
 
     torch.manual_seed(0)
-    cfg = ToyConfig(**{**registry.PRESETS["biggan-fmnist"]["model"], "ch": 8, "d_ch": 8, "dim_z": 16,
+    cfg = ToyConfig(**{**registry.PRESETS["biggan-fmnist"]["model"], "ch": 8, "d_ch": 8, "z_dim": 16,
                        "shared_dim": 16, "n_classes": 3, "img_channels": 1})
     G, D = Generator(cfg), Discriminator(cfg)
 

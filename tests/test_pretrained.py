@@ -21,7 +21,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def tiny_deep(n_stats: int = 0):
-    G, _ = scalegan.create_model("biggan-deep-128", ch=8, d_ch=8, dim_z=8, shared_dim=8, n_classes=5,
+    G, _ = scalegan.create_model("biggan-deep-128", ch=8, d_ch=8, z_dim=8, shared_dim=8, n_classes=5,
                                  n_stats=n_stats)
     return G.eval()
 
@@ -75,7 +75,7 @@ def test_biggan_class_random_and_pretrained(cache):
 
     G = tiny_deep(n_stats=51)
     with torch.no_grad():
-        for bn in scalegan.models.layers.batch_norms(G):
+        for bn in scalegan.layers.batch_norms(G):
             bn.stats_mean.copy_(torch.randn_like(bn.stats_mean) * 0.1)
     save_converted(G, info_of(G), cache / "biggan-deep-128")
     model = scalegan.BigGAN(resolution=128, pretrained=True)

@@ -65,7 +65,7 @@ def test_augmentation_is_applied_to_real_and_fake_alike_in_d_and_g_steps():
     ctx = Context(torch.device("cpu"), contextlib.nullcontext, augment, 1, 4, 0)
     objective = BigGANObjective(BigGANObjectiveConfig(), Nets(G, D, G, D, D), ctx)
     x, y = torch.rand(4, 1, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 0])
-    z, y_fake = torch.randn(4, G.config.dim_z), torch.tensor([1, 1, 2, 0])
+    z, y_fake = torch.randn(4, G.config.z_dim), torch.tensor([1, 1, 2, 0])
     D_phase, G_phase = objective.phases
     objective.loss(D_phase, 0, FixedBatches(x, y, z, y_fake, 1))
     assert len(seen) == 1 and seen[0].shape[0] == 8 and torch.equal(seen[0][4:], x)  # fakes first, then reals
@@ -130,7 +130,7 @@ def test_half_life_ema_in_training(tiny_npz, tmp_path):
 def test_pyramid_widths():
     G, D = create_model("biggan-fmnist", g_mult=(4, 2, 1), d_mult=(1, 2, 4, 4))
     assert G.output_bn.num_features == G.config.ch  # 32 px stage: ch * 1
-    assert G(torch.randn(2, G.config.dim_z), torch.tensor([0, 1])).shape == (2, 1, 32, 32)
+    assert G(torch.randn(2, G.config.z_dim), torch.tensor([0, 1])).shape == (2, 1, 32, 32)
     assert D(torch.randn(2, 1, 32, 32), torch.tensor([0, 1])).shape[0] == 2
     flat = create_model("biggan-fmnist", g_mult=(), d_mult=())[0]
     assert sum(p.numel() for p in G.parameters()) < sum(p.numel() for p in flat.parameters())

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from scalegan.latents import class_labels, sample_z, truncated_normal
+from scalegan.layers import batch_norms
+from scalegan.media import make_grid, sheet_frames
 from scalegan.models import build_generator
-from scalegan.models.layers import batch_norms
 from scalegan.objectives.biggan import standing_stats
 from scalegan.registry import model_config
-from scalegan.sampling import class_grid, interpolation_sheet, make_grid, resolve_class, sample, sheet_frames
+from scalegan.sampling import class_grid, interpolation_sheet, resolve_class, sample
 from scalegan.utils import to_hwc
 
 
@@ -54,9 +55,9 @@ def test_sample_is_deterministic_and_in_range(G):
     images, z, y = sample(G, 3, y=2, seed=0, truncation=0.7, return_latents=True)
     assert y.tolist() == [2, 2, 2] and torch.allclose(G(z, y), images, atol=1e-6)
     # The latents are the paper's truncated z (resample mode, the default of a natively trained BigGAN).
-    assert torch.equal(z, truncated_normal((3, G.config.dim_z), 0.7, torch.Generator().manual_seed(0)))
+    assert torch.equal(z, truncated_normal((3, G.config.z_dim), 0.7, torch.Generator().manual_seed(0)))
     assert torch.equal(sample(G, 3, y=2, seed=0, truncation=0.7, truncation_mode="scale"),
-                       G(sample_z(3, G.config.dim_z, 0.7, "scale", torch.Generator().manual_seed(0)), y))
+                       G(sample_z(3, G.config.z_dim, 0.7, "scale", torch.Generator().manual_seed(0)), y))
     with pytest.raises(ValueError, match="truncation mode 'clip' does not apply"):
         sample(G, 1, truncation=0.5, truncation_mode="clip")
     with pytest.raises(ValueError, match="truncation must be > 0"):
@@ -91,7 +92,7 @@ def test_grids_and_sheets(G):
         assert len(frames) == 8  # 5 forward + 3 back (ping-pong without repeating the ends)
     sheet = interpolation_sheet(G, rows=1, steps=3, kind="class", classes=[1, 8], seed=0)
     # The ends of a class interpolation are the pure classes at the same z.
-    z = sample_z(1, G.config.dim_z, generator=torch.Generator().manual_seed(0))
+    z = sample_z(1, G.config.z_dim, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(sheet[0], G(z, torch.tensor([1]))[0], atol=1e-5)
     assert torch.allclose(sheet[2], G(z, torch.tensor([8]))[0], atol=1e-5)
 
@@ -112,7 +113,7 @@ def test_standing_stats_is_the_plain_average(G):
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for _ in range(3):
-            z = sample_z(8, G.config.dim_z, generator=g)
+            z = sample_z(8, G.config.z_dim, generator=g)
             y = class_labels(8, None, G.config.n_classes, g)
             G(z, y)
     handle.remove()

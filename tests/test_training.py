@@ -11,7 +11,7 @@ import scalegan
 from scalegan.training import train
 from scalegan.training.config import TrainConfig
 
-TINY = dict(ch=8, d_ch=8, dim_z=16, shared_dim=16)
+TINY = dict(ch=8, d_ch=8, z_dim=16, shared_dim=16)
 
 
 def tiny_config(npz, out, **kw):

@@ -9,7 +9,7 @@ import sys
 import torch
 
 from .. import pretrained
-from ..convert import FORMATS, convert, detect_format, save_converted
+from ..convert import CONVERTERS, FORMATS, convert, detect_format, save_converted
 from ..sampling import sample
 from .options import HelpFormatter, add_device, add_weights, positive_float
 
@@ -30,13 +30,9 @@ def add_parser(sub) -> None:
     p.add_argument("--source-format", choices=["auto", *FORMATS], default="auto",
                    help="format of SRC (default: detected from the files)")
     add_weights(p)  # as in sample and eval: model and G_ema take G_ema.pth (G.pth when there is none), G G.pth
-    p.add_argument("--bn-eps", type=positive_float, default=1e-5, help="BigGAN-PyTorch: BN eps (1e-5 in its scripts)")
-    p.add_argument("--sn-eps", type=positive_float, default=1e-6,
-                   help="BigGAN-PyTorch: SN eps (1e-6 in its ImageNet scripts)")
-    p.add_argument("--class-centers", choices=["w_avg", "mean"], default="w_avg",
-                   help="StyleGAN2-ADA conditional pickles: the truncation centre of each class, w_avg (NVlabs' "
-                   "one average W: the same images as NVlabs' generator) or mean (each class's mean W over 4,096 "
-                   "seeded z, as scalegan-trained models track)")
+    for converter in CONVERTERS.values():  # each format's own options
+        for flag, kwargs in converter.options:
+            p.add_argument(flag, **{**kwargs, "type": positive_float} if kwargs.get("type") is float else kwargs)
     p.add_argument("--name", help="store the result in the cache under this pretrained name (see --list)")
     p.add_argument("--download", metavar="NAME", help="download pretrained NAME and convert it into the cache")
     p.add_argument("--list", action="store_true", help="list the named pretrained models and where they are")
@@ -60,14 +56,11 @@ def run(args: argparse.Namespace) -> int:
     if out is None:
         if not args.name:
             raise ValueError("give OUT (the weights folder to write) or --name NAME (to write into the cache)")
-        pretrained.get(args.name)  # an unknown name is an error with suggestions
-        out = pretrained.cache_dir() / args.name
+        out = pretrained.cache_dir() / pretrained.get(args.name).name  # unknown: an error with suggestions
     fmt = None if args.source_format == "auto" else args.source_format
-    options = {}
-    if (fmt or detect_format(args.src)) == "biggan-pytorch":
-        options = dict(bn_eps=args.bn_eps, sn_eps=args.sn_eps)
-    elif (fmt or detect_format(args.src)) == "stylegan2-ada-pytorch":
-        options = dict(class_centers=args.class_centers)
+    converter = CONVERTERS.get(fmt or detect_format(args.src))
+    names = [flag.lstrip("-").replace("-", "_") for flag, _ in (converter.options if converter else ())]
+    options = {name: getattr(args, name) for name in names}
     G, info = convert(args.src, format=fmt, weights="G" if args.weights == "G" else "G_ema", **options)
     _check(G, args.device)
     save_converted(G, info, out, source=args.src, format=fmt)

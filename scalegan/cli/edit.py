@@ -10,19 +10,10 @@ import numpy as np
 import torch
 
 from ..api import load
-from ..edit import (
-    apply_direction,
-    check_direction,
-    class_morph,
-    directions,
-    latent_space,
-    render,
-    save_animation,
-    strengths,
-    sweep,
-)
+from ..edit import apply_direction, check_direction, class_morph, directions, latent_space, strengths, sweep
 from ..latents import load_latents, save_latents
-from ..sampling import draw, make_grid, resolve_class, save_image, sheet_frames
+from ..media import make_grid, save_animation, save_image, sheet_frames
+from ..sampling import draw, render, resolve_class
 from ..utils import to_hwc, write_bytes
 from .options import HelpFormatter, add_device, add_generator_source, add_sampling, any_float, natural_int, positive_int
 
@@ -128,7 +119,8 @@ def run(args) -> int:
         _write_grid(args.grid, grid.flatten(0, 2), steps)
     else:
         edited = apply_direction(G, latents, y, vectors[args.direction], args.strength, truncation)
-        images = render(G, edited, y, truncation if edited.dim() == 2 else None, args.max_batch, progress=True)
+        images = render(G, edited, y, truncation if edited.dim() == 2 else None, args.max_batch, progress=True,
+                        device="cpu")
         _write_grid(args.grid, images, min(len(images), 10))
         if args.npz:
             _write_npz(args.npz, images, y, edited if args.save_latents else None, truncation)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..api import load
-from ..export import DEFAULT_OPSET, FORMATS, export_onnx
+from ..api import Pipeline
+from ..export import DEFAULT_OPSET, FORMATS
 from .options import HelpFormatter, add_device, add_generator_source, add_truncation, positive_int
 
 
@@ -30,10 +30,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    G, info = load(args.source, device=args.device, weights=args.weights)
+    pipeline = Pipeline.from_source(args.source, device=args.device, weights=args.weights)
     try:
-        metadata = export_onnx(G, args.out, truncation=args.truncation, opset=args.opset, source=str(args.source),
-                               class_names=info.class_names)
+        metadata = pipeline.export_onnx(args.out, truncation=args.truncation, opset=args.opset, source=str(args.source))
     except ImportError as e:  # the optional onnx package: one error line, as for bad input
         raise ValueError(str(e)) from None
     truncation = "none" if args.truncation is None else str(args.truncation)

@@ -15,7 +15,8 @@ from ..data.base import to_float
 from ..data.folder import decode_image, square
 from ..invert import TASKS, invert, load_discriminator
 from ..latents import save_latents
-from ..sampling import resolve_class, save_image
+from ..media import save_image
+from ..sampling import resolve_class
 from ..utils import to_hwc, write_json
 from .options import HelpFormatter, add_device, add_generator_source, add_out_dir, any_int, positive_int
 

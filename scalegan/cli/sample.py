@@ -6,25 +6,17 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..api import load
-from ..edit import render
-from ..family import get_family
+from ..family import get_family, w_shape
 from ..latents import load_latents, save_latents
-from ..sampling import (
-    interpolation_sheet,
-    make_grid,
-    resolve_class,
-    sample,
-    save_gif,
-    save_image,
-    sheet_frames,
-    style_mixing_sheet,
-)
+from ..media import make_grid, save_gif, save_image, sheet_frames
+from ..sampling import interpolation_sheet, render, resolve_class, sample, style_mixing_sheet
 from ..utils import to_hwc, write_bytes
 from .options import HelpFormatter, add_device, add_generator_source, add_sampling, natural_int, positive_int
 
@@ -80,56 +72,66 @@ def _layers(text: str) -> range:
     return range(a, b + 1)
 
 
-def _mix(args, G, classes) -> int:
-    num_ws = getattr(G.config, "num_ws", 0)
-    if args.mix_layers is not None and args.mix_layers.stop > num_ws:
-        raise ValueError(f"--mix-layers {args.mix_layers.start}-{args.mix_layers.stop - 1}: this model has W layers "
-                         f"0-{num_ws - 1}")
-    y = classes[0] if classes else None
-    sheet = style_mixing_sheet(G, args.mix, args.mix_layers, args.seed, args.truncation, y=y)
-    args.grid = args.grid or "style_mixing.png"
-    save_image(make_grid(sheet, nrow=args.mix + 1), args.grid)
-    print(f"wrote {args.grid}", file=sys.stderr)
-    return 0
+@dataclass
+class Outputs:
+    """Where ``scalegan sample`` writes: a grid image, one PNG per image, an NPZ (with the latents: a latents file)."""
+
+    grid: str | None = None
+    png_dir: str | None = None
+    npz: str | None = None
+    save_latents: bool = False
+
+    def any(self) -> bool:
+        return bool(self.grid or self.png_dir or self.npz)
 
 
-def _classes(args, G, info) -> list[int] | None:
-    if not args.classes:
+def mix(G, n: int, layers: range | None, seed: int, truncation: float | None, classes: list[int] | None,
+        path: str) -> None:
+    """A style-mixing grid of ``n`` row and ``n`` column sources, written to ``path``."""
+    layers_w = (w_shape(G) or (0, 0))[0]
+    if layers is not None and layers.stop > layers_w:
+        raise ValueError(f"--mix-layers {layers.start}-{layers.stop - 1}: this model has W layers 0-{layers_w - 1}")
+    sheet = style_mixing_sheet(G, n, layers, seed, truncation, y=classes[0] if classes else None)
+    save_image(make_grid(sheet, nrow=n + 1), path)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def resolve_classes(G, info, names: list[str] | None) -> list[int] | None:
+    """``--class`` values as class indices (None: none given)."""
+    if not names:
         return None
     if not G.config.n_classes:
         raise ValueError("this generator is unconditional: --class does not apply")
-    return [resolve_class(c, info.class_names, G.config.n_classes) for c in args.classes]
+    return [resolve_class(c, info.class_names, G.config.n_classes) for c in names]
 
 
-def _labels(args, G, classes) -> tuple[torch.Tensor | None, int, int]:
+def labels_for(n_classes: int, n: int | None, per_class: int | None, classes: list[int] | None,
+               nrow: int | None) -> tuple[torch.Tensor | None, int, int]:
     """The class of every image (None: random or unconditional), the number of images and the grid width."""
-    n_classes = G.config.n_classes
-    if args.n is not None and args.per_class is not None:
+    if n is not None and per_class is not None:
         raise ValueError("give --n or --per-class, not both")
-    if args.n is None and n_classes:
-        per_class = args.per_class or 10
+    if n is None and n_classes:
+        per_class = per_class or 10
         chosen = classes if classes is not None else list(range(n_classes))
         y = torch.tensor([c for c in chosen for _ in range(per_class)], dtype=torch.long)
-        return y, len(y), args.nrow or per_class
-    if args.per_class is not None:
+        return y, len(y), nrow or per_class
+    if per_class is not None:
         raise ValueError("--per-class needs a class-conditional generator; use --n")
-    n = args.n if args.n is not None else 64
+    n = n if n is not None else 64
     y = torch.tensor([classes[i % len(classes)] for i in range(n)]) if classes else None
-    return y, n, args.nrow or 10
+    return y, n, nrow or 10
 
 
-def _interpolate(args, G, classes) -> int:
-    if args.gif is None and args.grid is None:
-        args.grid = "interpolation.png"
-    sheet = interpolation_sheet(G, args.rows, args.steps, args.interp, classes, args.seed, args.truncation,
-                                args.truncation_mode)
-    if args.grid:
-        save_image(make_grid(sheet, nrow=args.steps), args.grid)
-        print(f"wrote {args.grid}", file=sys.stderr)
-    if args.gif:
-        save_gif(sheet_frames(sheet, args.rows, args.steps), args.gif)
-        print(f"wrote {args.gif}", file=sys.stderr)
-    return 0
+def interpolate(G, rows: int, steps: int, kind: str, classes: list[int] | None, seed: int,
+                truncation: float | None, truncation_mode: str | None, grid: str | None, gif: str | None) -> None:
+    """An interpolation sheet (``grid``) and/or its animation (``gif``)."""
+    sheet = interpolation_sheet(G, rows, steps, kind, classes, seed, truncation, truncation_mode)
+    if grid:
+        save_image(make_grid(sheet, nrow=steps), grid)
+        print(f"wrote {grid}", file=sys.stderr)
+    if gif:
+        save_gif(sheet_frames(sheet, rows, steps), gif)
+        print(f"wrote {gif}", file=sys.stderr)
 
 
 def run(args) -> int:
@@ -139,58 +141,60 @@ def run(args) -> int:
         if recalibrate is None:
             raise ValueError(f"--standing-stats: {info.family} models have no batch statistics to recompute")
         recalibrate(G, args.standing_stats, args.max_batch, seed=args.seed, truncation=args.truncation)
-    classes = _classes(args, G, info)
+    classes = resolve_classes(G, info, args.classes)
+    outputs = Outputs(args.grid, args.png_dir, args.npz, args.save_latents)
     if args.latents:
-        return _render_file(args, G, classes)
-    if args.mix:
-        return _mix(args, G, classes)
-    if args.interp:
-        return _interpolate(args, G, classes)
-    if not (args.grid or args.png_dir or args.npz):
-        args.grid = "samples.png"
-    y, n, nrow = _labels(args, G, classes)
-    images, latents, y = sample(G, n, y=y, truncation=args.truncation, seed=args.seed,
-                                truncation_mode=args.truncation_mode, batch_size=args.max_batch,
-                                return_latents=True, progress=True)
-    _write(args, images, latents, y, nrow, args.truncation)
+        given = [flag for flag, value in (("--n", args.n), ("--per-class", args.per_class), ("--class", classes),
+                                          ("--interp", args.interp), ("--mix", args.mix)) if value]
+        if given:
+            raise ValueError(f"--latents gives the latents and classes: leave out {given[0]}")
+        render_file(G, args.latents, args.truncation, args.max_batch, args.nrow, outputs)
+    elif args.mix:
+        mix(G, args.mix, args.mix_layers, args.seed, args.truncation, classes, args.grid or "style_mixing.png")
+    elif args.interp:
+        grid = args.grid if (args.grid or args.gif) else "interpolation.png"
+        interpolate(G, args.rows, args.steps, args.interp, classes, args.seed, args.truncation, args.truncation_mode,
+                    grid, args.gif)
+    else:
+        y, n, nrow = labels_for(G.config.n_classes, args.n, args.per_class, classes, args.nrow)
+        images, latents, y = sample(G, n, y=y, truncation=args.truncation, seed=args.seed,
+                                    truncation_mode=args.truncation_mode, batch_size=args.max_batch,
+                                    return_latents=True, progress=True)
+        write_outputs(outputs, images, latents, y, nrow, args.truncation)
     return 0
 
 
-def _render_file(args, G, classes) -> int:
+def render_file(G, path: str, truncation: float | None, max_batch: int | None, nrow: int | None,
+                outputs: Outputs) -> None:
     """``--latents FILE``: the file's latents and classes, rendered as they are."""
-    given = [flag for flag, value in (("--n", args.n), ("--per-class", args.per_class), ("--class", classes),
-                                      ("--interp", args.interp), ("--mix", args.mix)) if value]
-    if given:
-        raise ValueError(f"--latents gives the latents and classes: leave out {given[0]}")
-    latents, y, truncation = load_latents(args.latents, G.config)
-    if args.truncation is not None and args.truncation != truncation:
-        raise ValueError(f"{args.latents} holds truncation {truncation}: leave out --truncation (the file's applies)")
-    if not (args.grid or args.png_dir or args.npz):
-        args.grid = "samples.png"
-    images = render(G, latents, y, truncation, args.max_batch, progress=True)
-    _write(args, images, latents, y, args.nrow or 10, truncation)
-    return 0
+    latents, y, file_truncation = load_latents(path, G.config)
+    if truncation is not None and truncation != file_truncation:
+        raise ValueError(f"{path} holds truncation {file_truncation}: leave out --truncation (the file's applies)")
+    images = render(G, latents, y, file_truncation, max_batch, progress=True)
+    write_outputs(outputs, images, latents, y, nrow or 10, file_truncation)
 
 
-def _write(args, images: torch.Tensor, latents: torch.Tensor, y: torch.Tensor | None, nrow: int,
-           truncation: float | None) -> None:
-    """The outputs asked for: --grid, --png-dir, --npz (with --save-latents: a latents file, plus ``z`` as before)."""
+def write_outputs(outputs: Outputs, images: torch.Tensor, latents: torch.Tensor, y: torch.Tensor | None, nrow: int,
+                  truncation: float | None) -> None:
+    """The outputs asked for (a grid ``samples.png`` when none): grid, PNGs, NPZ (with ``save_latents``: a latents
+    file, plus ``z`` as before)."""
+    grid = outputs.grid if outputs.any() else "samples.png"
     x, n = to_hwc(images), len(images)
-    if args.grid:
-        save_image(make_grid(images, nrow=nrow), args.grid)
-        print(f"wrote {args.grid} ({n} images)", file=sys.stderr)
-    if args.png_dir:
-        out = Path(args.png_dir)
+    if grid:
+        save_image(make_grid(images, nrow=nrow), grid)
+        print(f"wrote {grid} ({n} images)", file=sys.stderr)
+    if outputs.png_dir:
+        out = Path(outputs.png_dir)
         for i, image in enumerate(x):
             save_image(image, out / (f"{i:06d}_c{int(y[i])}.png" if y is not None else f"{i:06d}.png"))
         print(f"wrote {n} PNGs to {out}", file=sys.stderr)
-    if args.npz:
-        if args.save_latents and latents.dim() == 2:
-            save_latents(args.npz, latents, y, truncation=truncation, x=x, z=latents.numpy())
-        elif args.save_latents:  # W carries no truncation: it already holds psi
-            save_latents(args.npz, latents, y, x=x)
+    if outputs.npz:
+        if outputs.save_latents and latents.dim() == 2:
+            save_latents(outputs.npz, latents, y, truncation=truncation, x=x, z=latents.numpy())
+        elif outputs.save_latents:  # W carries no truncation: it already holds psi
+            save_latents(outputs.npz, latents, y, x=x)
         else:
             buffer = io.BytesIO()
             np.savez(buffer, x=x, y=(y if y is not None else torch.full((n,), -1)).numpy().astype(np.int64))
-            write_bytes(args.npz, buffer.getvalue())
-        print(f"wrote {args.npz} (x {list(x.shape)} uint8, y int64)", file=sys.stderr)
+            write_bytes(outputs.npz, buffer.getvalue())
+        print(f"wrote {outputs.npz} (x {list(x.shape)} uint8, y int64)", file=sys.stderr)

@@ -104,7 +104,7 @@ def _config_file(path: str) -> dict:
     return data
 
 
-_EXAMPLES = {"model_overrides": {"ch": 48}, "objective": {"n_d_steps": 1}}
+_EXAMPLES = {"model_overrides": {"resolution": 64}, "objective": {"n_d_steps": 1}}
 
 
 def resolve(args) -> TrainConfig:

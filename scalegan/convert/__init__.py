@@ -22,33 +22,21 @@ from torch import nn
 
 from .. import imagenet
 from ..weights import ModelInfo, save_generator
-from .biggan_pytorch import convert_file
-from .common import ConvertError, check_keys, read_torch_file
-from .pytorch_pretrained_biggan import convert_folder
-from .stylegan2_pkl import convert_pickle
+from . import biggan_pytorch, pytorch_pretrained_biggan, stylegan2_pkl  # noqa: F401  (each registers its format)
+from .common import CONVERTERS, Converter, ConvertError, check_keys, read_torch_file, register_converter
 
-__all__ = ["FORMATS", "ConvertError", "check_keys", "convert", "detect_format", "read_torch_file", "save_converted"]
+__all__ = ["CONVERTERS", "FORMATS", "Converter", "ConvertError", "check_keys", "convert", "detect_format",
+           "read_torch_file", "register_converter", "save_converted"]
 
-FORMATS = ("pytorch-pretrained-biggan", "biggan-pytorch", "stylegan2-ada-pytorch")
+FORMATS = tuple(CONVERTERS)
 
 
 def detect_format(path: str | os.PathLike) -> str | None:
     """The foreign format of a file or folder, or None when it is not one (e.g. a scalegan weights folder)."""
     p = Path(path)
-    if p.is_dir():
-        if (p / "pytorch_model.bin").is_file():
-            return "pytorch-pretrained-biggan"
-        if not (p / "config.json").is_file() and ((p / "G_ema.pth").is_file() or (p / "G.pth").is_file()):
-            return "biggan-pytorch"
+    if not p.exists():
         return None
-    if p.is_file():
-        if p.name == "pytorch_model.bin":
-            return "pytorch-pretrained-biggan"
-        if p.suffix == ".pth":
-            return "biggan-pytorch"
-        if p.suffix == ".pkl":
-            return "stylegan2-ada-pytorch"
-    return None
+    return next((name for name, c in CONVERTERS.items() if c.detect(p)), None)
 
 
 def convert(path: str | os.PathLike, format: str | None = None, weights: str = "G_ema",
@@ -63,18 +51,12 @@ def convert(path: str | os.PathLike, format: str | None = None, weights: str = "
     if not Path(path).exists():
         raise ConvertError(f"{path} does not exist")
     format = format or detect_format(path)
-    if format == "pytorch-pretrained-biggan":
-        G = convert_folder(path, **options)
-    elif format == "biggan-pytorch":
-        G = convert_file(path, weights=weights, **options)
-    elif format == "stylegan2-ada-pytorch":
-        G = convert_pickle(path, weights=weights, **options)
-    elif format is None:
-        raise ConvertError(f"{path}: not a known foreign checkpoint (expected a pytorch-pretrained-biggan folder "
-                           "with pytorch_model.bin + config.json, a BigGAN-PyTorch G_ema.pth / G.pth, or a "
-                           "stylegan2-ada-pytorch network .pkl)")
-    else:
-        raise ConvertError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
+    if format is None:
+        reads = ", ".join(c.reads for c in CONVERTERS.values())
+        raise ConvertError(f"{path}: not a known foreign checkpoint (expected {reads})")
+    if format not in CONVERTERS:
+        raise ConvertError(f"unknown format {format!r}: use one of {', '.join(CONVERTERS)}")
+    G = CONVERTERS[format].convert(path, weights=weights, **options)
     imagenet_model = G.config.n_classes == imagenet.N_CLASSES
     info = ModelInfo(family=G.config.family, resolution=G.config.resolution, n_classes=G.config.n_classes,
                      class_names=tuple(imagenet.class_names()) if imagenet_model else (),

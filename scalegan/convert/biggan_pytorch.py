@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+from ..layers import SpectralNorm
 from ..models.biggan import G_ARCH, BigGANConfig, Generator
-from ..models.layers import SpectralNorm
-from .common import ConvertError, check_keys, read_torch_file
+from .common import Converter, ConvertError, check_keys, read_torch_file, register_converter
 
 
 def config_from_state(state: dict[str, torch.Tensor], bn_eps: float = 1e-5, sn_eps: float = 1e-6) -> BigGANConfig:
@@ -44,11 +44,11 @@ def config_from_state(state: dict[str, torch.Tensor], bn_eps: float = 1e-5, sn_e
     hier = z_chunk > 0
     if hier and first_in != z_chunk:
         raise ConvertError(f"linear.weight takes {first_in} inputs but the BNs take z chunks of {z_chunk}")
-    dim_z = first_in * (n_stages + 1) if hier else first_in
+    z_dim = first_in * (n_stages + 1) if hier else first_in
     ch = state["output_layer.0.gain"].shape[0] // G_ARCH[resolution][1][-1]
     attention = tuple(4 * 2 ** (i + 1) for i in blocks if f"blocks.{i}.1.gamma" in state)
     return BigGANConfig(resolution=resolution, n_classes=int(n_classes), img_channels=3, ch=int(ch), d_ch=int(ch),
-                        dim_z=int(dim_z), shared_dim=int(shared_dim), hier=hier, g_attn=attention,
+                        z_dim=int(z_dim), shared_dim=int(shared_dim), hier=hier, g_attn=attention,
                         d_attn=(64,) if resolution >= 128 else (), bn_eps=bn_eps, sn_eps=sn_eps)
 
 
@@ -96,3 +96,17 @@ def convert_file(path: str | os.PathLike, weights: str = "G_ema", bn_eps: float 
             raise ConvertError(f"no {' or '.join(c.name for c in candidates)} in {p}")
         p = found[0]
     return convert_state_dict(read_torch_file(p), bn_eps, sn_eps, source=str(p))
+
+
+def _detect(p: Path) -> bool:
+    if p.is_dir():
+        return not (p / "config.json").is_file() and ((p / "G_ema.pth").is_file() or (p / "G.pth").is_file())
+    return p.suffix == ".pth"
+
+
+register_converter(Converter(
+    "biggan-pytorch", detect=_detect, convert=convert_file, reads="a BigGAN-PyTorch G_ema.pth / G.pth",
+    options=(("--bn-eps", dict(type=float, default=1e-5, help="BigGAN-PyTorch: BN eps (1e-5 in its scripts)")),
+             ("--sn-eps", dict(type=float, default=1e-6, help="BigGAN-PyTorch: SN eps (1e-6 in its ImageNet "
+                                                              "scripts)"))),
+))

@@ -3,10 +3,39 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from ..utils import key_mismatch
+
+
+@dataclass(frozen=True)
+class Converter:
+    """One foreign checkpoint format: ``detect(path)`` says whether a file or folder is one; ``convert(path,
+    weights, **options)`` gives a scalegan generator (``weights``: "G_ema" or "G" where the format holds both);
+    ``reads`` says what it reads, for the error of an unknown file; ``options``: the format's own keyword options of
+    ``convert``, as ``scalegan convert`` flags ``(flag, argparse keywords)`` (the flag's name, less ``--``, is the
+    keyword)."""
+
+    name: str
+    detect: Callable[[Path], bool]
+    convert: Callable[..., torch.nn.Module]
+    reads: str
+    options: tuple[tuple[str, dict], ...] = ()
+
+
+CONVERTERS: dict[str, Converter] = {}
+
+
+def register_converter(converter: Converter) -> Converter:
+    """Add a format (each converter file registers its own)."""
+    if converter.name in CONVERTERS:
+        raise ValueError(f"converter {converter.name!r} is registered twice")
+    CONVERTERS[converter.name] = converter
+    return converter
 
 
 class ConvertError(ValueError):

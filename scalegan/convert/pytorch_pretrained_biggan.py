@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
+from ..layers import SpectralNorm, batch_norms
 from ..models.biggan_deep import G_MULT, BigGANDeepConfig, GeneratorDeep
-from ..models.layers import SpectralNorm, batch_norms
-from .common import ConvertError, check_keys, read_torch_file
+from .common import Converter, ConvertError, check_keys, read_torch_file, register_converter
 
 
 def config_from_port(port: dict) -> BigGANDeepConfig:
@@ -46,7 +46,7 @@ def config_from_port(port: dict) -> BigGANDeepConfig:
         raise ConvertError(f"attention_layer_position {position} must follow an upsampling layer")
     attention_res = 4 * 2 ** sum(up for up, _, _ in layers[:position])
     return BigGANDeepConfig(resolution=resolution, n_classes=n_classes, img_channels=3, ch=ch, d_ch=ch,
-                            dim_z=z_dim, shared_dim=embed_dim, rgb_channels=ch, g_attn=(attention_res,),
+                            z_dim=z_dim, shared_dim=embed_dim, rgb_channels=ch, g_attn=(attention_res,),
                             bn_eps=eps, sn_eps=eps, n_stats=n_stats, sn_eval="stored")
 
 
@@ -143,3 +143,11 @@ def convert_folder(path: str | os.PathLike) -> GeneratorDeep:
     except (OSError, json.JSONDecodeError) as e:
         raise ConvertError(f"cannot read {config_file}: {e}") from e
     return convert_state_dict(read_torch_file(weights), port_config, source=str(weights))
+
+
+register_converter(Converter(
+    "pytorch-pretrained-biggan",
+    detect=lambda p: (p / "pytorch_model.bin").is_file() if p.is_dir() else p.name == "pytorch_model.bin",
+    convert=lambda path, weights="G_ema", **options: convert_folder(path, **options),
+    reads="a pytorch-pretrained-biggan folder with pytorch_model.bin + config.json",
+))

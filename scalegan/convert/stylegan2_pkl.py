@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.stylegan2 import Discriminator, Generator, StyleGAN2Config
-from .common import ConvertError, check_keys
+from .common import Converter, ConvertError, check_keys, register_converter
 
 PERSISTENCE_VERSION = 6  # torch_utils.persistence._version of stylegan2-ada-pytorch (and stylegan3)
 NETWORKS = ("G", "D", "G_ema")
@@ -410,3 +410,13 @@ def discriminator_from_pickle(data: dict, source: str = "pickle") -> Discriminat
 def convert_pickle(path: str | os.PathLike, weights: str = "G_ema", class_centers: str = "w_avg") -> Generator:
     """Convert a stylegan2-ada-pytorch network pickle's ``G_ema`` (``weights="G"``: its ``G``) to a Generator."""
     return generator_from_pickle(read_network_pickle(path), weights, class_centers, source=str(path))
+
+
+register_converter(Converter(
+    "stylegan2-ada-pytorch", detect=lambda p: p.is_file() and p.suffix == ".pkl", convert=convert_pickle,
+    reads="a stylegan2-ada-pytorch network .pkl",
+    options=(("--class-centers", dict(choices=["w_avg", "mean"], default="w_avg", help="StyleGAN2-ADA conditional "
+              "pickles: the truncation centre of each class, w_avg (NVlabs' one average W: the same images as "
+              "NVlabs' generator) or mean (each class's mean W over 4,096 seeded z, as scalegan-trained models "
+              "track)")),),
+))

@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..family import Family, register, require_positive
-from ..objectives.biggan import BigGANObjective, draw_z, standing_stats
-from .layers import (
+from ..family import Family, register, register_preset, rename_fields, require_positive
+from ..layers import (
     BatchNorm2d,
     ConditionalBatchNorm2d,
     SelfAttention,
@@ -30,6 +29,7 @@ from .layers import (
     projection_logits,
     sn_conv,
 )
+from ..objectives.biggan import BigGANObjective, draw_z, standing_stats
 
 # Channel multipliers of ``ch`` per stage: (G in, G out); D: (in, out, downsample). D's first "in" is RGB.
 G_ARCH = {
@@ -58,7 +58,7 @@ class BigGANConfig:
     img_channels: int = 3
     ch: int = 96  # G width multiplier
     d_ch: int = 96  # D width multiplier
-    dim_z: int = 120
+    z_dim: int = 120
     shared_dim: int = 128  # shared class embedding size; 0 = per-layer class embeddings in every BN (CIFAR)
     hier: bool = True  # split z into one chunk per stage plus one for the first linear
     g_attn: tuple[int, ...] = (64,)  # resolutions after which G applies self-attention
@@ -77,7 +77,7 @@ class BigGANConfig:
     family = "biggan"
 
     def __post_init__(self):
-        require_positive(self, "resolution", "ch", "d_ch", "dim_z", "bn_eps", "sn_eps",
+        require_positive(self, "resolution", "ch", "d_ch", "z_dim", "bn_eps", "sn_eps",
                          allow_zero=("n_classes", "shared_dim"))
         for name in ("g_attn", "d_attn", "g_mult", "d_mult"):
             object.__setattr__(self, name, tuple(int(r) for r in getattr(self, name)))
@@ -93,10 +93,10 @@ class BigGANConfig:
             raise ValueError(f"img_channels must be 1 or 3, got {self.img_channels}")
         if self.n_classes < 0:
             raise ValueError("n_classes must be >= 0 (0 = unconditional)")
-        if self.hier and self.dim_z % (self.num_stages + 1):
+        if self.hier and self.z_dim % (self.num_stages + 1):
             raise ValueError(
-                f"hierarchical z needs dim_z divisible by {self.num_stages + 1} (stages + 1) at "
-                f"{self.resolution} px; got dim_z={self.dim_z}"
+                f"hierarchical z needs z_dim divisible by {self.num_stages + 1} (stages + 1) at "
+                f"{self.resolution} px; got z_dim={self.z_dim}"
             )
         if self.hier and self.n_classes and not self.shared_dim:
             raise ValueError("hierarchical z needs a shared class embedding (shared_dim > 0)")
@@ -109,7 +109,7 @@ class BigGANConfig:
 
     @property
     def z_chunk(self) -> int:
-        return self.dim_z // (self.num_stages + 1) if self.hier else 0
+        return self.z_dim // (self.num_stages + 1) if self.hier else 0
 
     def to_dict(self) -> dict:
         return {"family": self.family, **dataclasses.asdict(self)}
@@ -192,7 +192,7 @@ class Generator(nn.Module):
             bn_kwargs = dict(mode="none")
         bn_kwargs.update(eps=cfg.bn_eps, sn_eps=cfg.sn_eps)
 
-        first_in = cfg.z_chunk if cfg.hier else cfg.dim_z
+        first_in = cfg.z_chunk if cfg.hier else cfg.z_dim
         self.linear = SNLinear(first_in, g_in[0] * ch * 4 * 4, sn_eps=cfg.sn_eps)
         self.blocks = nn.ModuleList()
         self.attention = nn.ModuleDict()
@@ -211,8 +211,8 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, truncation: float | None = None) -> torch.Tensor:
         cfg = self.config
-        if z.dim() != 2 or z.shape[1] != cfg.dim_z:
-            raise ValueError(f"z must be [N, {cfg.dim_z}], got {list(z.shape)}")
+        if z.dim() != 2 or z.shape[1] != cfg.z_dim:
+            raise ValueError(f"z must be [N, {cfg.z_dim}], got {list(z.shape)}")
         if cfg.n_classes and y is None:
             raise ValueError("this generator is class-conditional: pass y (class indices)")
         embedding = self.class_embedding(y) if self.shared is not None else None
@@ -285,11 +285,59 @@ def latent_layers(G: Generator) -> list[tuple[nn.Module, slice, int]]:
     return out
 
 
+def tiny(config: BigGANConfig) -> dict:
+    """Test-sized widths at the preset's resolution (hierarchical z needs z_dim divisible by stages + 1)."""
+    return dict(ch=8, d_ch=8, z_dim=4 * (config.num_stages + 1), shared_dim=8)
+
+
 FAMILY = register(Family(
     name="biggan", config=BigGANConfig, generator=Generator, discriminator=Discriminator, objective=BigGANObjective,
-    draw_latents=draw_z, truncation_modes=("resample", "scale"), recalibrate=standing_stats, export=export_module,
+    latent_shape=lambda config: (config.z_dim,), draw_latents=draw_z, tiny=tiny,
+    truncation_modes=("resample", "scale"), recalibrate=standing_stats, export=export_module,
     discriminator_blocks=lambda D: [nn.ModuleList([b, *([D.attention[str(i)]] if str(i) in D.attention else [])])
                                     for i, b in enumerate(D.blocks)],
     latent_layers=latent_layers,
+    upgrade=lambda data: rename_fields(data, {"dim_z": "z_dim"}),  # before 0.2: dim_z
     about="BigGAN: residual up/down blocks, shared class embedding, hierarchical z (BigGAN-PyTorch layout)",
 ))
+
+# --------------------------------------------------------------------------------------------- presets
+_IMAGENET = dict(n_classes=1000, img_channels=3, ch=96, d_ch=96, shared_dim=128, hier=True,
+                 bn_eps=1e-5, sn_eps=1e-6, init="ortho")
+# BigGAN-PyTorch's ImageNet script (launch_BigGAN_bs256x8.sh); BigGAN-deep's presets use it too.
+IMAGENET_TRAIN = dict(batch_size=256, num_accumulations=8, lr_g=1e-4, lr_d=4e-4, adam_eps=1e-6, ema_decay=0.9999,
+                      ema_start=20000, objective=dict(n_d_steps=1, g_ortho=1e-4))
+
+# BigGAN-PyTorch's CIFAR script: ch 64, per-layer class embeddings, no hierarchy, no attention, N(0, 0.02).
+register_preset(
+    "biggan-32", "biggan",
+    model=dict(resolution=32, n_classes=10, img_channels=3, ch=64, d_ch=64, z_dim=128, shared_dim=0,
+               hier=False, g_attn=(), d_attn=(), bn_eps=1e-5, sn_eps=1e-8, init="N02"),
+    train=dict(batch_size=50, lr_g=2e-4, lr_d=2e-4, adam_eps=1e-8, ema_decay=0.9999, ema_start=1000,
+               objective=dict(n_d_steps=4, g_ortho=0.0)),
+    about="BigGAN-PyTorch CIFAR-10 script layout (G 4.30M, D 4.21M parameters)",
+)
+register_preset("biggan-64", "biggan", dict(_IMAGENET, resolution=64, z_dim=120, g_attn=(32,), d_attn=(32,)),
+                IMAGENET_TRAIN, "ImageNet 64x64, ch 96")
+register_preset("biggan-128", "biggan", dict(_IMAGENET, resolution=128, z_dim=120, g_attn=(64,), d_attn=(64,)),
+                IMAGENET_TRAIN, "ImageNet 128x128, ch 96 (BigGAN-PyTorch / TF-Hub biggan-128 layout)")
+register_preset("biggan-256", "biggan", dict(_IMAGENET, resolution=256, z_dim=140, g_attn=(128,), d_attn=(64,)),
+                IMAGENET_TRAIN, "ImageNet 256x256, ch 96 (TF-Hub biggan-256 layout)")
+register_preset("biggan-512", "biggan", dict(_IMAGENET, resolution=512, z_dim=128, g_attn=(64,), d_attn=(64,)),
+                IMAGENET_TRAIN, "ImageNet 512x512, ch 96 (TF-Hub biggan-512 layout)")
+# Small CPU preset for the demo: Fashion-MNIST, 32x32 grey, 10 classes. Chosen by time to quality
+# (benchmarks/time_to_quality.py, float32 on an AVX2-only CPU; the A/B table is docs/cpu_recipe.md): channel
+# pyramids in G (128/64/32 channels at 8/16/32 px) and D (32/64/128/128), batch 16, one D step per G step,
+# learning rates 4e-4 (G) and 8e-4 (D), and a half-life EMA with ramp-up.
+register_preset(
+    "biggan-fmnist", "biggan",
+    model=dict(resolution=32, n_classes=10, img_channels=1, ch=32, d_ch=32, g_mult=(4, 2, 1),
+               d_mult=(1, 2, 4, 4), z_dim=64, shared_dim=64, hier=True, g_attn=(), d_attn=(), bn_eps=1e-5,
+               sn_eps=1e-6, init="ortho"),
+    # The time budget ends the run, not the iteration count: the demo's command stays under 15 minutes on a
+    # 2-core AVX2-only CPU and trains longer where the hardware is faster (precision auto: bf16 there).
+    train=dict(batch_size=16, lr_g=4e-4, lr_d=8e-4, adam_eps=1e-6, ema_halflife_kimg=5.0, ema_rampup=0.1,
+               iterations=30000, time_budget=690.0, sample_every=1000, ckpt_every=1000,
+               objective=dict(n_d_steps=1, g_ortho=0.0)),
+    about="small CPU preset for Fashion-MNIST (the demo)",
+)

@@ -15,10 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..family import Family, register, require_positive
-from ..fast import fast_generator
-from ..objectives.biggan import BigGANObjective, draw_z, standing_stats
-from .layers import (
+from ..family import Family, register, register_preset, rename_fields, require_positive
+from ..layers import (
     BatchNorm2d,
     ConditionalBatchNorm2d,
     SelfAttention,
@@ -33,6 +31,9 @@ from .layers import (
     projection_logits,
     sn_conv,
 )
+from ..objectives.biggan import BigGANObjective, draw_z, standing_stats
+from .biggan import IMAGENET_TRAIN
+from .biggan_deep_fold import fast_generator
 
 # Channel multipliers of ``ch`` along the network; block k maps mult[k] -> mult[k + 1].
 # G blocks alternate (no resample, upsample); D blocks alternate (downsample, no resample).
@@ -61,7 +62,7 @@ class BigGANDeepConfig:
     img_channels: int = 3
     ch: int = 128
     d_ch: int = 128
-    dim_z: int = 128
+    z_dim: int = 128
     shared_dim: int = 128  # class embedding: Linear(n_classes -> shared_dim) of a one-hot, no bias, no SN
     rgb_channels: int = 0  # output conv width before keeping the first img_channels; 0 = img_channels
     g_attn: tuple[int, ...] = (64,)
@@ -81,7 +82,7 @@ class BigGANDeepConfig:
     family = "biggan-deep"
 
     def __post_init__(self):
-        require_positive(self, "resolution", "ch", "d_ch", "dim_z", "bn_eps", "sn_eps",
+        require_positive(self, "resolution", "ch", "d_ch", "z_dim", "bn_eps", "sn_eps",
                          allow_zero=("n_classes", "shared_dim", "rgb_channels"))
         for name in ("g_attn", "d_attn"):
             object.__setattr__(self, name, tuple(int(r) for r in getattr(self, name)))
@@ -105,7 +106,7 @@ class BigGANDeepConfig:
 
     @property
     def cond_dim(self) -> int:
-        return self.dim_z + (self.shared_dim if self.n_classes else 0)
+        return self.z_dim + (self.shared_dim if self.n_classes else 0)
 
     def to_dict(self) -> dict:
         return {"family": self.family, **dataclasses.asdict(self)}
@@ -221,8 +222,8 @@ class GeneratorDeep(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, truncation: float | None = None) -> torch.Tensor:
         cfg = self.config
-        if z.dim() != 2 or z.shape[1] != cfg.dim_z:
-            raise ValueError(f"z must be [N, {cfg.dim_z}], got {list(z.shape)}")
+        if z.dim() != 2 or z.shape[1] != cfg.z_dim:
+            raise ValueError(f"z must be [N, {cfg.z_dim}], got {list(z.shape)}")
         if cfg.n_classes and y is None:
             raise ValueError("this generator is class-conditional: pass y (class indices)")
         stats = (truncation, self.stats_interpolation) if cfg.n_stats else ()
@@ -277,7 +278,7 @@ def export_module(G: GeneratorDeep, truncation: float | None = None) -> nn.Modul
 
 def latent_layers(G: GeneratorDeep) -> list[tuple[nn.Module, slice, int]]:
     """The layers that take z (for SeFa): the first linear layer and every conditional BN, on cat([z, embedding])."""
-    z = slice(0, G.config.dim_z)
+    z = slice(0, G.config.z_dim)
     out = [(G.linear, z, 0)]
     for block in G.blocks:
         for bn in (block.bn0, block.bn1, block.bn2, block.bn3):
@@ -285,15 +286,34 @@ def latent_layers(G: GeneratorDeep) -> list[tuple[nn.Module, slice, int]]:
     return out
 
 
+def truncation_info(config: BigGANDeepConfig) -> dict:
+    """Truncation thresholds z; with per-truncation statistics it also picks them (1 at most)."""
+    if not config.n_stats:
+        return {"meaning": "threshold of z (smaller = more typical, less varied)", "slider": [0.02, 2.0],
+                "none_means": None}
+    return {"meaning": "threshold of z (smaller = more typical, less varied); also selects the BN statistics "
+            "(values above 1 use those of 1)", "slider": [0.02, 1.0], "none_means": None}
+
+
 FAMILY = register(Family(
     name="biggan-deep", config=BigGANDeepConfig, generator=GeneratorDeep, discriminator=DiscriminatorDeep,
-    objective=BigGANObjective, draw_latents=draw_z,
+    objective=BigGANObjective, latent_shape=lambda config: (config.z_dim,), draw_latents=draw_z,
+    tiny=lambda config: dict(ch=8, d_ch=8, z_dim=8, shared_dim=8),
     # The TF-Hub statistics per truncation were computed for z = truncation * truncnorm(-2, 2).
     truncation_mode=lambda config: "scale" if config.n_stats else "resample",
-    truncation_modes=("resample", "scale"), fold=fast_generator, recalibrate=standing_stats, export=export_module,
+    truncation_modes=("resample", "scale"), truncation_info=truncation_info,
+    fold=fast_generator, fold_key=lambda config, truncation: truncation if config.n_stats else None,
+    recalibrate=standing_stats, export=export_module,
     discriminator_blocks=lambda D: [nn.ModuleList([*([D.input_conv] if k == 0 else []), b,
                                                    *([D.attention[str(k)]] if str(k) in D.attention else [])])
                                     for k, b in enumerate(D.blocks)],
     latent_layers=latent_layers,
+    upgrade=lambda data: rename_fields(data, {"dim_z": "z_dim"}),  # before 0.2: dim_z
     about="BigGAN-deep: bottleneck blocks; TF-Hub / pytorch-pretrained-biggan layout",
 ))
+
+_DEEP = dict(n_classes=1000, img_channels=3, ch=128, d_ch=128, z_dim=128, shared_dim=128, rgb_channels=128,
+             g_attn=(64,), d_attn=(64,), bn_eps=1e-4, sn_eps=1e-4, init="ortho")
+for _res in (128, 256, 512):
+    register_preset(f"biggan-deep-{_res}", "biggan-deep", dict(_DEEP, resolution=_res), IMAGENET_TRAIN,
+                    f"BigGAN-deep {_res} (TF-Hub / pytorch-pretrained-biggan layout)")

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ..latents import sample_z
+from ..layers import SpectralNorm, batch_norms, set_cross_replica_bn
 from ..losses import LOSSES
-from ..models.layers import SpectralNorm, batch_norms, set_cross_replica_bn
 from ..regularizers import LeCam, class_embeddings, orthogonal_penalty
 from ..sampling import draw
 from . import Context, Draw, Nets, Objective, Phase
@@ -149,8 +149,8 @@ class BigGANObjective(Objective):
 
 
 def draw_z(config, n: int, truncation: float | None, mode: str, generator: torch.Generator | None) -> torch.Tensor:
-    """BigGAN's latents: z [n, dim_z], truncated by resampling (the paper) or by scaling (the TF-Hub port)."""
-    return sample_z(n, config.dim_z, truncation, mode, generator)
+    """BigGAN's latents: z [n, z_dim], truncated by resampling (the paper) or by scaling (the TF-Hub port)."""
+    return sample_z(n, config.z_dim, truncation, mode, generator)
 
 
 @torch.no_grad()

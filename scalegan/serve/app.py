@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-import io
 import ipaddress
 import json
 import os
@@ -26,12 +25,11 @@ import torch
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..edit import encode_mp4
 from ..latents import latents_bytes
-from ..sampling import make_grid
+from ..media import encode_animation, encode_image, make_grid, ping_pong
+from ..sampling import lerp, soft_labels
 from .batcher import Batcher, Job, QueueFull
 from .models import RequestError, ServedModel
 
@@ -104,7 +102,8 @@ class InterpolateRequest(BaseModel):
 class RenderRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     model: str | None = Field(None, description="a name from GET /v1/models (default: the first model)")
-    latents: list = Field(..., description="z [n][z_dim], or for StyleGAN2 W [n][num_ws][w_dim] (rendered as is)")
+    latents: list = Field(..., description="z [n][...], or W+ [n][layers][dim] for a model with a W "
+                          "space (StyleGAN2; rendered as is)")
     class_: Class | list[Class] | None = Field(None, alias="class", description="the class of every latent (a list "
                                                "of n), or one class for all; leave out for an unconditional model")
     truncation: float | None = Field(None, description="the truncation the z were drawn with (BigGAN-deep: selects "
@@ -282,21 +281,15 @@ async def _generate(server: Server, body: GenerateRequest) -> Response:
     return Response(content, media_type=media, headers=headers)
 
 
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _encode_images(fmt: str, images: torch.Tensor, latents: torch.Tensor, meta: dict, nrow: int):
     hwc = images.permute(0, 2, 3, 1).numpy()
     if fmt == "png":
-        return _png(make_grid(images, nrow=nrow)), "image/png"
+        return encode_image(make_grid(images, nrow=nrow)), "image/png"
     if fmt == "npz":  # a latents file too (scalegan.latents), with the images as x
         seed = {"seed": np.int64(meta["seed"])} if meta.get("seed") is not None else {}
         return latents_bytes(latents, meta["classes"], truncation=meta["truncation"], x=hwc, **seed), \
             "application/x-npz"
-    pngs = ["data:image/png;base64," + base64.b64encode(_png(a)).decode() for a in hwc]
+    pngs = ["data:image/png;base64," + base64.b64encode(encode_image(a)).decode() for a in hwc]
     return json.dumps({**meta, "images": pngs, "latents": latents.tolist()}).encode(), "application/json"
 
 
@@ -336,8 +329,8 @@ def _latents_npz(served: ServedModel, req: RenderRequest) -> bytes:
     try:
         latents = np.asarray(req.latents, dtype=np.float32)
     except (ValueError, TypeError):
-        raise RequestError("latents must be a rectangular array of numbers: [n][z_dim], or [n][num_ws][w_dim] for "
-                           "StyleGAN2 W", "latents") from None
+        raise RequestError("latents must be a rectangular array of numbers: z [n][...], or W+ [n][layers][dim] "
+                           "for a model with a W space (StyleGAN2)", "latents") from None
     n = len(latents) if latents.ndim else 0
     if req.class_ is None:
         if served.conditional:
@@ -358,14 +351,13 @@ async def _interpolate(server: Server, body: InterpolateRequest) -> Response:
     served = server.model(body.model)
     truncation = served.check_truncation(body.truncation)
     steps = server.check_count(body.steps, "steps", 2, server.settings.max_steps)
-    t = torch.linspace(0, 1, steps)
     if body.kind == "seed":
         y = None if body.class_ is None else torch.tensor([served.label(body.class_)])
         z0, y = served.draw(1, y, truncation, body.seed_a)
         z1, _ = served.draw(1, y, truncation, body.seed_b)
         w0, kind = served.to_w(z0, y, truncation)
         w1, _ = served.to_w(z1, y, truncation)
-        latents = torch.lerp(w0, w1, t.view(-1, *[1] * (w0.dim() - 1)))
+        latents = lerp(w0, w1, steps)
         labels = y.expand(steps).clone() if y is not None else None
     else:
         if not served.conditional:
@@ -380,9 +372,7 @@ async def _interpolate(server: Server, body: InterpolateRequest) -> Response:
         a, b = served.label(body.class_a, "class_a"), served.label(body.class_b, "class_b")
         z, _ = served.draw(1, torch.tensor([a]), truncation, body.seed_a)
         latents, kind = z.expand(steps, -1).clone(), "z-soft"
-        labels = torch.zeros(steps, served.info.n_classes)
-        labels[:, a] += 1 - t
-        labels[:, b] += t
+        labels = soft_labels([a], [b], steps, served.info.n_classes)
     images = await server.run(served, truncation, kind, latents, labels)
     content, media = await asyncio.to_thread(_encode_animation, body.format, images, body.fps)
     name = f"{served.name}-{body.kind}.{body.format}"
@@ -390,15 +380,9 @@ async def _interpolate(server: Server, body: InterpolateRequest) -> Response:
 
 
 def _encode_animation(fmt: str, images: torch.Tensor, fps: int) -> tuple[bytes, str]:
-    """Frames A -> B -> A as a looping GIF (PIL) or an H.264 MP4 (``scalegan.edit.encode_mp4``)."""
-    frames = list(images.permute(0, 2, 3, 1).numpy())
-    frames = frames + frames[-2:0:-1]
-    if fmt == "gif":
-        pil = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in frames]
-        buffer = io.BytesIO()
-        pil[0].save(buffer, format="GIF", save_all=True, append_images=pil[1:], duration=round(1000 / fps), loop=0)
-        return buffer.getvalue(), "image/gif"
-    return encode_mp4(frames, fps), "video/mp4"
+    """Frames A -> B -> A as a looping GIF or an H.264 MP4 (``scalegan.media``)."""
+    frames = ping_pong(list(images.permute(0, 2, 3, 1).numpy()))
+    return encode_animation(frames, fmt, fps), {"gif": "image/gif", "mp4": "video/mp4"}[fmt]
 
 
 # --------------------------------------------------------------------------------------------- body limit

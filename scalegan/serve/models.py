@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import io
 import math
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..api import Pipeline, describe_truncation
 from ..family import get_family
 from ..latents import load_latents
-from ..pretrained import PRETRAINED
-from ..sampling import draw, resolve_class, resolve_truncation_mode
+from ..sampling import draw, resolve_class
+from ..sources import display_name
 from ..utils import to_uint8
 from ..weights import ModelInfo
 
@@ -39,7 +39,11 @@ class ServedModel:
     info: ModelInfo
     backend: str = "torch"
     max_folds: int = 4  # folded modules kept (models with per-truncation statistics need one per truncation)
-    _folds: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    pipeline: Pipeline | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.pipeline is None and self.backend == "torch":  # the family's folded modules, float32
+            self.pipeline = Pipeline(self.G, self.info, fast=True, max_folds=self.max_folds)
 
     @property
     def family(self):
@@ -64,14 +68,7 @@ class ServedModel:
 
     def truncation_range(self) -> dict:
         """What ``truncation`` means for this model and the range a slider should offer (any value > 0 is taken)."""
-        if self.family.map_latents is not None:  # StyleGAN2: psi in W
-            return {"min_exclusive": 0.0, "max": None, "default": None, "slider": [0.05, 1.0], "none_means": 1.0,
-                    "meaning": "psi: W is pulled towards the average W (1 = none, < 1 = closer to the average)"}
-        mode = resolve_truncation_mode(self.G)
-        stats = bool(getattr(self.G.config, "n_stats", 0))
-        return {"min_exclusive": 0.0, "max": None, "default": None, "slider": [0.02, 1.0 if stats else 2.0],
-                "none_means": None, "mode": mode, "meaning": "threshold of z (smaller = more typical, less varied)"
-                + ("; also selects the BN statistics (values above 1 use those of 1)" if stats else "")}
+        return describe_truncation(self.G)
 
     # ------------------------------------------------------------------ requests -> inputs
     def check_truncation(self, truncation: float | None) -> float | None:
@@ -99,11 +96,8 @@ class ServedModel:
             raise RequestError(str(e), "truncation_mode" if "mode" in str(e) else None) from None
 
     def to_w(self, latents: torch.Tensor, labels, truncation: float | None) -> tuple[torch.Tensor, str]:
-        """Latents in the space interpolation works in: W (StyleGAN2; kind "w") or z as they are (kind "z")."""
-        map_latents = self.family.map_latents
-        if map_latents is None:
-            return latents, "z"
-        return map_latents(self.G, latents, labels, truncation), "w"
+        """Latents in the space interpolation works in: W (a family with a W space; kind "w") or z (kind "z")."""
+        return self.pipeline.interpolation_space(latents, labels, truncation)
 
     def read_latents(self, data: bytes) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
         """``(latents, labels, truncation)`` of a latents file's bytes (``scalegan.latents.load_latents``: shapes,
@@ -120,16 +114,7 @@ class ServedModel:
     # ------------------------------------------------------------------ forward (worker thread)
     def module(self, truncation: float | None) -> nn.Module:
         """G, or the family's folded inference module for ``truncation`` (kept for the last few truncations)."""
-        fold = self.family.fold
-        if fold is None:
-            return self.G
-        key = truncation if getattr(self.G.config, "n_stats", 0) else None
-        if key not in self._folds:
-            self._folds[key] = fold(self.G, truncation=key, dtype=None)
-            while len(self._folds) > self.max_folds:
-                self._folds.popitem(last=False)
-        self._folds.move_to_end(key)
-        return self._folds[key]
+        return self.pipeline.module(truncation)
 
     @torch.no_grad()
     def forward(self, latents: torch.Tensor, labels: torch.Tensor | None, truncation: float | None) -> torch.Tensor:
@@ -210,17 +195,11 @@ class _Body(io.BytesIO):
 
 
 def model_names(sources: list[str]) -> list[str]:
-    """The name each source is served under: a pretrained name as it is, else the folder's basename (a
-    ``.safetensors`` file: its folder's, or its stem when not ``model``); a clash gets ``-2``, ``-3``..."""
+    """The name each source is served under (``sources.display_name``: a pretrained name as it is, else the folder's
+    basename; a ``.safetensors`` file: its folder's, or its stem when not ``model``); a clash gets ``-2``, ``-3``..."""
     names: list[str] = []
     for source in sources:
-        path = Path(source)
-        if str(source) in PRETRAINED and not path.exists():
-            base = str(source)
-        elif path.suffix in (".safetensors", ".pkl", ".pth", ".bin", ".onnx") and path.is_file():
-            base = path.parent.resolve().name if path.stem in ("model", "G", "G_ema") else path.stem
-        else:
-            base = path.resolve().name or str(source)
+        base = display_name(source)
         name, k = base, 2
         while name in names:
             name, k = f"{base}-{k}", k + 1

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..family import get_family
+from ..family import get_family, saved_state
 from ..manifest import check_folder, read_manifest
 from ..utils import key_mismatch, read_json, sha256_file
 from ..weights import WeightsError, read_config, read_safetensors, resolve_weights_dir
@@ -97,28 +97,25 @@ def class_rows(text: str | None, n_source: int, n_target: int) -> tuple[list[tup
 def check_source(spec: str) -> None:
     """A quick check (the config's, before any data is read) that SOURCE is a path or a pretrained name."""
     from ..pretrained import PRETRAINED
+    from ..sources import exists
 
-    if not Path(spec).exists() and spec not in PRETRAINED:
+    if not exists(spec):
         raise FileNotFoundError(f"--init-from {spec}: no such file or folder, and not a pretrained name "
                                 f"({', '.join(sorted(PRETRAINED))}); {SOURCE_HELP}")
 
 
 def open_source(spec: str) -> Source:
     """Read SOURCE: the model config and the state dicts it holds (one clear error when it cannot be used)."""
-    path = Path(spec)
-    if not path.exists():
-        from ..api import load  # pretrained names and foreign checkpoints load through the one loader
+    from ..sources import resolve_source
 
-        check_source(spec)
-        G, info = load(spec)
-        return Source(spec, "pretrained", G.config, {"G": G.state_dict()}, {"G": info.sha256})
-    from ..convert import detect_format
-
-    if detect_format(path):
+    check_source(spec)
+    resolved = resolve_source(spec)
+    if resolved.kind != "weights":  # pretrained names and foreign checkpoints load through the one loader
         from ..api import load
 
-        G, info = load(path, weights="G")
-        return Source(spec, "foreign", G.config, {"G": G.state_dict()}, {"G": info.sha256})
+        G, info = load(resolved, weights="G")
+        return Source(spec, resolved.kind, G.config, {"G": saved_state(G)}, {"G": info.sha256})
+    path = resolved.path
     try:
         directory = resolve_weights_dir(path)
         config, data = read_config(directory)
@@ -176,7 +173,7 @@ def transfer(module: nn.Module, tensors: dict[str, torch.Tensor], dims: dict[str
              rows: list[tuple[int, int]], what: str, source: Source) -> None:
     """Load ``tensors`` into ``module``: every tensor as it is, except those that follow the class count, whose
     ``rows`` (new, source) are copied along the class dimension (the others keep ``module``'s fresh values)."""
-    target = module.state_dict()
+    target = saved_state(module)  # a family's pretrained parts are the constructor's
     plain = {k for k in target if k not in dims}
     problems = key_mismatch({k: tuple(v.shape) for k, v in tensors.items() if k not in dims},
                             {k: tuple(target[k].shape) for k in plain})
@@ -194,7 +191,7 @@ def transfer(module: nn.Module, tensors: dict[str, torch.Tensor], dims: dict[str
                 value.select(dim, new).copy_(tensors[key].select(dim, old))
         state[key] = value
     with torch.no_grad():
-        module.load_state_dict(state, strict=True)
+        module.load_state_dict({**module.state_dict(), **state}, strict=True)
 
 
 def check_fit(source: Source, config) -> None:

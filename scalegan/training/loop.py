@@ -29,10 +29,12 @@ from tqdm import tqdm
 
 from ..augment import Augmenter, parse_policy
 from ..data import open_dataset
+from ..family import set_trainable, trainable_parameters
+from ..media import make_grid, save_image
 from ..metrics.eval import as_reference, evaluate_generator, make_backbone, parse_metrics
 from ..objectives import Context, Nets, Phase, lazy_ratio
 from ..registry import model_config
-from ..sampling import draw, make_grid, save_image
+from ..sampling import draw
 from ..utils import __version__, write_json
 from ..weights import read_config
 from .checkpoint import checkpoints, intact_checkpoint, latest_checkpoint_name, load_checkpoint, save_checkpoint
@@ -144,7 +146,7 @@ def phase_step(objective, phase: Phase, optimizer: torch.optim.Optimizer, scaler
     Returns the micro-batch mean of each value the phase reports."""
     nets = objective.nets
     for name, net in (("G", nets.G), ("D", nets.D)):
-        net.requires_grad_(name == phase.network)
+        set_trainable(net, name == phase.network)  # a family's pretrained parts stay frozen
     wrapper = nets.G_train if phase.network == "G" else nets.D_train
     optimizer.zero_grad(set_to_none=True)
     logged: dict[str, list[torch.Tensor]] = {}
@@ -242,6 +244,7 @@ class Run:
         for m in (self.G, self.D, self.G_ema):
             if m is not None:
                 m.to(device=self.device, memory_format=self.memory_format)
+                set_trainable(m, True)  # pretrained parts frozen before any wrapper: DDP registers what needs grads
         torch.manual_seed(cfg.seed + self.info.rank)  # other randomness (e.g. data-loader workers) differs per rank
         self.modules = {"G": self.G, "D": self.D, **({"G_ema": self.G_ema} if self.G_ema is not None else {})}
         self.init_record = initialise(cfg, self.modules, self.dir, verbose=self.main)  # --init-from; not on resume
@@ -340,7 +343,7 @@ class Run:
             ratio = lazy_ratio(phases, name)
             betas = (cfg.beta1, cfg.beta2) if ratio == 1 else (cfg.beta1 ** ratio, cfg.beta2 ** ratio)
             self.base_lr[name] = lr if ratio == 1 else lr * ratio
-            params = [p for p in net.parameters() if id(p) not in self.frozen]
+            params = [p for p in trainable_parameters(net) if id(p) not in self.frozen]
             optimizers[name] = torch.optim.Adam(params, self.base_lr[name], betas=betas, eps=cfg.adam_eps)
             scalers[name] = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         return optimizers, scalers
@@ -395,7 +398,7 @@ class Run:
                 stopping = any_rank(bool(stop), self.info, self.device)
             bar.close()
             for net in (self.G, self.D):
-                net.requires_grad_(True)
+                set_trainable(net, True)
             if self.main:
                 Gs = self.sampler()
                 path = self.checkpoint(Gs)

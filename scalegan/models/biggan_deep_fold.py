@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hardware import inference_dtype
-from .models.layers import ConditionalBatchNorm2d, eval_stats
+from ..hardware import inference_dtype
+from ..layers import ConditionalBatchNorm2d, eval_stats
 
 
 @torch.no_grad()
@@ -196,8 +196,8 @@ class FastGeneratorDeep(nn.Module):
         if cfg.n_stats and truncation is not None and truncation != self.truncation:
             raise ValueError(f"this folded generator holds the statistics of truncation {self.truncation}, not "
                              f"{truncation}: fold again for that truncation")
-        if z.dim() != 2 or z.shape[1] != cfg.dim_z:
-            raise ValueError(f"z must be [N, {cfg.dim_z}], got {list(z.shape)}")
+        if z.dim() != 2 or z.shape[1] != cfg.z_dim:
+            raise ValueError(f"z must be [N, {cfg.z_dim}], got {list(z.shape)}")
         z = z.float()
         if cfg.n_classes:
             if y is None:
@@ -273,7 +273,7 @@ def fast_generator(G: nn.Module, truncation: float | None = None, interpolation:
 
     ``truncation``: whose BN statistics to use when ``G`` stores them per truncation (``n_stats > 0``; None =
     the statistics currently in ``G``'s running buffers); ``interpolation``: ``"port"`` or ``"linear"`` (see
-    ``models.layers.truncation_row``); ``dtype``: ``torch.bfloat16`` for bf16 convolutions (the conditioning
+    ``layers.truncation_row``); ``dtype``: ``torch.bfloat16`` for bf16 convolutions (the conditioning
     matmuls stay float32), ``"auto"`` for bf16 where the device computes it natively (float32 elsewhere), None
     for float32 (an explicit bf16 where it is emulated warns); ``channels_last``: NHWC activations, faster on CPU
     and GPU; ``traceable``: out-of-place steps only, for ONNX export (needs ``channels_last=False``). Build it on

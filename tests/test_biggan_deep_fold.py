@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import scalegan
-from scalegan.fast import fast_generator
-from scalegan.models.layers import batch_norms
+from scalegan.layers import batch_norms
+from scalegan.models.biggan_deep_fold import fast_generator
 
 
 def random_deep(resolution: int = 128, n_stats: int = 51, sn_eval: str = "stored", seed: int = 0):
