@@ -180,9 +180,9 @@ def trained_like(conditional: bool, seed: int = 0):
     """A tiny (G, D, G_ema) in eval mode with every tensor non-trivial (noise strengths, biases and w_avg drawn),
     G_ema != G. The writer's class centres are its w_avg, as NVlabs' truncation has them."""
     if conditional:  # 32 px grey, 5 classes, resnet D, no clamp
-        G, D = scalegan.create_model("stylegan2-fmnist", **tiny_overrides("stylegan2"))
+        G, D = scalegan.create_model("stylegan2-fmnist", **tiny_overrides("stylegan2-fmnist"))
     else:  # 32 px RGB, orig D, conv_clamp 256
-        G, D = scalegan.create_model("stylegan2-cifar", **{**tiny_overrides("stylegan2"), "n_classes": 0})
+        G, D = scalegan.create_model("stylegan2-cifar", **{**tiny_overrides("stylegan2-fmnist"), "n_classes": 0})
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for net in (G, D):

@@ -34,38 +34,43 @@ def info_of(G):
 
 
 def test_table_names_and_cache_dir(cache):
-    assert {"biggan-deep-128", "biggan-deep-256", "biggan-deep-512", "biggan-128"} <= set(pretrained.PRETRAINED)
+    assert {"biggan-deep-128.tfhub", "biggan-deep-256.tfhub", "biggan-deep-512.tfhub", "biggan-128.bgp"} <= \
+        set(pretrained.PRETRAINED)
+    assert not set(pretrained.PRETRAINED) & set(scalegan.list_models())  # no name is also a preset's
     assert pretrained.cache_dir() == cache
-    with pytest.raises(KeyError, match="did you mean 'biggan-deep-256'"):
-        pretrained.get("biggan-deep-265")
+    with pytest.raises(KeyError, match="did you mean 'biggan-deep-256.tfhub'"):
+        pretrained.get("biggan-deep-265.tfhub")
+    # The names before 0.2 (the presets' names) still mean the pretrained weights, with a one-line note.
+    with pytest.warns(UserWarning, match="'biggan-deep-256' is now 'biggan-deep-256.tfhub'"):
+        assert pretrained.get("biggan-deep-256").name == "biggan-deep-256.tfhub"
 
 
 def test_absent_model_explains_where_to_get_it(cache):
     with pytest.raises(WeightsError) as info:
-        scalegan.load("biggan-deep-256")
+        scalegan.load("biggan-deep-256.tfhub")
     message = str(info.value)
-    assert str(cache / "biggan-deep-256") in message
+    assert str(cache / "biggan-deep-256.tfhub") in message
     assert "biggan-deep-256-pytorch_model.bin" in message  # where to get it
-    assert "scalegan convert" in message and "--download biggan-deep-256" in message  # how to convert it
+    assert "scalegan convert" in message and "--download biggan-deep-256.tfhub" in message  # how to convert it
     with pytest.raises(WeightsError, match="BigGAN-PyTorch"):
-        scalegan.load("biggan-128")
+        scalegan.load("biggan-128.bgp")
 
 
 def test_cached_model_loads_and_sha256_is_checked(cache):
     G = tiny_deep()
-    save_converted(G, info_of(G), cache / "biggan-deep-128")
-    H, info = scalegan.load("biggan-deep-128")
+    save_converted(G, info_of(G), cache / "biggan-deep-128.tfhub")
+    H, info = scalegan.load("biggan-deep-128.tfhub")
     z, y = torch.randn(2, 8), torch.tensor([0, 4])
     with torch.no_grad():
         assert torch.equal(G(z, y), H(z, y))
-    assert info.class_names == NAMES and info.sha256 == sha256_file(cache / "biggan-deep-128" / "model.safetensors")
+    assert info.class_names == NAMES and info.sha256 == sha256_file(cache / "biggan-deep-128.tfhub" / "model.safetensors")
     # a damaged file fails the SHA-256 check with a message that says what to do
-    path = cache / "biggan-deep-128" / "model.safetensors"
+    path = cache / "biggan-deep-128.tfhub" / "model.safetensors"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="SHA-256.*convert"):
-        scalegan.load("biggan-deep-128")
+        scalegan.load("biggan-deep-128.tfhub")
 
 
 def test_biggan_class_random_and_pretrained(cache):
@@ -77,7 +82,7 @@ def test_biggan_class_random_and_pretrained(cache):
     with torch.no_grad():
         for bn in scalegan.layers.batch_norms(G):
             bn.stats_mean.copy_(torch.randn_like(bn.stats_mean) * 0.1)
-    save_converted(G, info_of(G), cache / "biggan-deep-128")
+    save_converted(G, info_of(G), cache / "biggan-deep-128")  # a cache folder under its name before 0.2: found
     model = scalegan.BigGAN(resolution=128, pretrained=True)
     z = 0.4 * torch.randn(3, 8)
     images = model.generate(z, y="c", truncation=0.4)

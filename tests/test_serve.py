@@ -390,9 +390,9 @@ def test_serve_cli_backend_onnx(folders, tmp_path, capsys):
 # --------------------------------------------------------------------------------------------- names, CLI
 def test_model_names(tmp_path, folders):
     (tmp_path / "a" / "fmnist").mkdir(parents=True)
-    names = model_names([str(folders / "fmnist"), str(tmp_path / "a" / "fmnist"), "biggan-deep-256",
+    names = model_names([str(folders / "fmnist"), str(tmp_path / "a" / "fmnist"), "biggan-deep-256.tfhub",
                          str(folders / "style" / "model.safetensors")])
-    assert names == ["fmnist", "fmnist-2", "biggan-deep-256", "style"]
+    assert names == ["fmnist", "fmnist-2", "biggan-deep-256.tfhub", "style"]
     (tmp_path / "b.onnx").write_bytes(b"")
     assert model_names([str(tmp_path / "b.onnx")]) == ["b"]
 

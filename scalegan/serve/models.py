@@ -118,11 +118,9 @@ class ServedModel:
 
     @torch.no_grad()
     def forward(self, latents: torch.Tensor, labels: torch.Tensor | None, truncation: float | None) -> torch.Tensor:
-        """uint8 images [N, C, H, W] on the CPU. W latents (kind "w") skip the mapping, as ``G`` accepts them."""
-        device = next(self.G.parameters()).device
-        y = labels.to(device) if labels is not None else None
-        out = self.module(truncation)(latents.to(device), y, truncation=truncation)
-        return to_uint8(out).cpu()
+        """uint8 images [N, C, H, W] on the CPU (``Pipeline.render``: the one render path). W latents (kind "w") skip
+        the mapping, as ``G`` accepts them."""
+        return to_uint8(self.pipeline.render(latents, labels, truncation)).cpu()
 
 
 @dataclass(eq=False)

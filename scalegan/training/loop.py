@@ -34,7 +34,7 @@ from ..media import make_grid, save_image
 from ..metrics.eval import as_reference, evaluate_generator, make_backbone, parse_metrics
 from ..objectives import Context, Nets, Phase, lazy_ratio
 from ..registry import model_config
-from ..sampling import draw
+from ..sampling import draw, render
 from ..utils import __version__, write_json
 from ..weights import read_config
 from .checkpoint import checkpoints, intact_checkpoint, latest_checkpoint_name, load_checkpoint, save_checkpoint
@@ -494,8 +494,7 @@ class Run:
     def write_grid(self, Gs: nn.Module, name: str) -> None:
         was_training = Gs.training
         Gs.eval()
-        with torch.no_grad():
-            images = Gs(*self.fixed, truncation=self.cfg.sample_truncation).float()
+        images = render(Gs, *self.fixed, truncation=self.cfg.sample_truncation)
         Gs.train(was_training)
         grid = make_grid(images, nrow=10)
         save_image(grid, self.dir / "samples" / name)
