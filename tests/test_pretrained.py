@@ -63,7 +63,8 @@ def test_cached_model_loads_and_sha256_is_checked(cache):
     z, y = torch.randn(2, 8), torch.tensor([0, 4])
     with torch.no_grad():
         assert torch.equal(G(z, y), H(z, y))
-    assert info.class_names == NAMES and info.sha256 == sha256_file(cache / "biggan-deep-128.tfhub" / "model.safetensors")
+    folder = cache / "biggan-deep-128.tfhub"
+    assert info.class_names == NAMES and info.sha256 == sha256_file(folder / "model.safetensors")
     # a damaged file fails the SHA-256 check with a message that says what to do
     path = cache / "biggan-deep-128.tfhub" / "model.safetensors"
     data = bytearray(path.read_bytes())
