@@ -228,6 +228,10 @@ def test_a_family_from_outside_trains_resumes_samples_serves_exports_inverts_and
     scalegan.weights.load_state_dict(D, full / "checkpoints" / "step_0000004" / "D.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(D.features.state_dict().values(),
                                                  _pretrained_features(PlainConfig()).state_dict().values()))
+    # ... and D's optimizer never held it: one Adam state per trained parameter, none for the frozen features.
+    state = torch.load(full / "checkpoints" / "step_0000004" / "state.pt", weights_only=True)
+    trained = [p for name, p in D.named_parameters() if not name.startswith("features.")]
+    assert len(state["opt_D"]["state"]) == len(trained) < len(list(D.parameters()))
 
     # Sample: the loader, the one sampling function, the CLI (grid, latents file), style mixing in W.
     G, info = scalegan.load(full)
