@@ -39,6 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .family import get_family, latent_shape, w_shape
+from .sources import resolve_source
 from .utils import device_of
 
 TASKS = ("invert", "inpaint", "superres")
@@ -106,7 +107,6 @@ def load_discriminator(source, device: str | torch.device = "cpu") -> nn.Module 
     """The discriminator of a run or checkpoint folder (eval mode), or None where the source has none (weights
     folders, pretrained names, foreign checkpoints)."""
     from .manifest import check_folder
-    from .sources import resolve_source
     from .weights import WeightsError, load_state_dict, read_config, resolve_weights_dir
 
     try:

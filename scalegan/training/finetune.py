@@ -24,8 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..api import load
 from ..family import get_family, saved_state
 from ..manifest import check_folder, read_manifest
+from ..pretrained import PRETRAINED
+from ..sources import exists, resolve_source
 from ..utils import key_mismatch, read_json, sha256_file
 from ..weights import WeightsError, read_config, read_safetensors, resolve_weights_dir
 
@@ -96,9 +99,6 @@ def class_rows(text: str | None, n_source: int, n_target: int) -> tuple[list[tup
 
 def check_source(spec: str) -> None:
     """A quick check (the config's, before any data is read) that SOURCE is a path or a pretrained name."""
-    from ..pretrained import PRETRAINED
-    from ..sources import exists
-
     if not exists(spec):
         raise FileNotFoundError(f"--init-from {spec}: no such file or folder, and not a pretrained name "
                                 f"({', '.join(sorted(PRETRAINED))}); {SOURCE_HELP}")
@@ -106,13 +106,9 @@ def check_source(spec: str) -> None:
 
 def open_source(spec: str) -> Source:
     """Read SOURCE: the model config and the state dicts it holds (one clear error when it cannot be used)."""
-    from ..sources import resolve_source
-
     check_source(spec)
     resolved = resolve_source(spec)
     if resolved.kind != "weights":  # pretrained names and foreign checkpoints load through the one loader
-        from ..api import load
-
         G, info = load(resolved, weights="G")
         return Source(spec, resolved.kind, G.config, {"G": saved_state(G)}, {"G": info.sha256})
     path = resolved.path
