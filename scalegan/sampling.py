@@ -1,10 +1,10 @@
 """Generation: the one ``render`` and ``sample`` functions, class names, interpolation and soft labels, sheets.
 
 Every path that generates images (``scalegan.sample``, the inference object, ``scalegan sample``, ``edit``,
-``invert``, ``eval``, the server and the training loop's grids) draws its latents here, through the family's
-``draw_latents`` hook with the family's default truncation mode, and renders them with ``render``, so one model,
-seed and truncation give one set of images. Latents are drawn on the CPU from a ``torch.Generator`` and then moved
-to the model's device. Grids and encodings are ``scalegan.media``.
+``eval``, the server and the training loop's grids) draws its latents here, through the family's ``draw_latents``
+hook with the family's default truncation mode, and renders them with ``render``, so one model, seed and truncation
+give one set of images (inversion, which needs gradients through G, calls G itself). Latents are drawn on the CPU
+from a ``torch.Generator`` and then moved to the model's device. Grids and encodings are ``scalegan.media``.
 """
 
 from __future__ import annotations
