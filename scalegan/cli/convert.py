@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         for name, entry in pretrained.PRETRAINED.items():
             where = pretrained.cache_dir() / name
             state = "cached" if (where / "model.safetensors").is_file() else "not cached"
-            print(f"{name:18s} {state:11s} {where}  {entry.about}")
+            print(f"{name:22s} {state:11s} {where}  {entry.about}")
         return 0
     if args.download:
         print(f"wrote {pretrained.download(args.download)}", file=sys.stderr)
