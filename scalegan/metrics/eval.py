@@ -39,6 +39,7 @@ from . import scores
 from .classifier import ClassAccuracy, check_classifier
 from .features import ClassifierBackbone, FeatureStats, InceptionBackbone, extract
 from .generated import SEED_CHUNK, generated_batches
+from .registry import METRICS, needs, parse_metrics
 
 __all__ = [
     "ALL_METRICS",
@@ -51,21 +52,8 @@ __all__ = [
     "reference_stats",
 ]
 
-ALL_METRICS = ("fid", "is", "kid", "pr", "dc", "ifid", "acc")
-DEFAULT_METRICS = ("fid", "is", "kid", "pr")
+ALL_METRICS = tuple(METRICS)
 STATS_FORMAT = 1  # bump when the cached arrays change meaning
-
-
-def parse_metrics(metrics: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    """`"fid,kid"` or a list -> validated metric names (default: fid, is, kid, pr)."""
-    if metrics is None:
-        return list(DEFAULT_METRICS)
-    names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)]
-    names = [m for m in names if m]
-    unknown = [m for m in names if m not in ALL_METRICS]
-    if unknown or not names:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ALL_METRICS)}")
-    return list(dict.fromkeys(names))
 
 
 def make_backbone(
@@ -332,7 +320,7 @@ def as_reference(ref: Any, backbone: Any, metrics: list[str], ref_n: int | None,
     if isinstance(ref, ReferenceStats):
         return ref
     return reference_stats(
-        ref, backbone, ref_n, per_class="ifid" in metrics, batch_size=batch_size, cache=cache,
+        ref, backbone, ref_n, per_class=needs(metrics, "per_class"), batch_size=batch_size, cache=cache,
         keep=10_000 if ref_n is None else ref_n,
     )
 
@@ -383,8 +371,8 @@ def evaluate_generator(
     if accuracy is not None:
         batches = accuracy.observe(batches)
     fake, fake_by_class = extract(
-        backbone, _progress(batches, n, batch_size, "generated", progress), keep=n, keep_logits="is" in names,
-        per_class="ifid" in names,
+        backbone, _progress(batches, n, batch_size, "generated", progress), keep=n, keep_logits=needs(names, "logits"),
+        per_class=needs(names, "per_class"),
     )
     values = _compute(
         names, fake, fake_by_class, reference, backbone_name=backbone.name, fid_method=fid_method,
@@ -406,7 +394,7 @@ def _check_generator_metrics(G: Any, names: list[str], backbone: Any, classifier
     n_classes = int(getattr(G.config, "n_classes", 0) or 0)
     if "ifid" in names and not n_classes:
         raise ValueError("intra-class FID needs a class-conditional generator")
-    if "acc" not in names:
+    if not needs(names, "classifier"):
         return None
     if not n_classes:
         raise ValueError("class accuracy needs a class-conditional generator")
@@ -456,7 +444,7 @@ def evaluate_sets(
     """Compare image set `a` (treated as the generated side: IS and precision are about it) with reference set
     `b`. Each is a path (folder of images or `.npz`) or a `(uint8 [N, C, H, W], labels or None)` pair."""
     names = parse_metrics(metrics)
-    if "acc" in names:
+    if needs(names, "classifier"):
         raise ValueError("class accuracy needs a generator; it is not defined for two image sets")
     backbone = backbone or make_backbone("inception", inception_weights=inception_weights, resizer=resizer)
     started = time.time()
@@ -468,12 +456,12 @@ def evaluate_sets(
             for i in range(0, len(images), batch_size)
         )
         stats, by_class = extract(
-            backbone, batches, keep=len(images), keep_logits=keep_logits, per_class="ifid" in names
+            backbone, batches, keep=len(images), keep_logits=keep_logits, per_class=needs(names, "per_class")
         )
         source_name = str(source) if isinstance(source, (str, os.PathLike)) else "in-memory"
         return stats, {c: s for c, s in by_class.items() if s.n >= 2}, {"source": source_name, "n": len(images)}
 
-    fake, fake_by_class, info_a = features(a, "is" in names)
+    fake, fake_by_class, info_a = features(a, needs(names, "logits"))
     real, real_by_class, info_b = features(b, False)
     reference = ReferenceStats(real, real_by_class, {"dataset": info_b, "n": info_b["n"]})
     values = _compute(

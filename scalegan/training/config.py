@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ..augment import parse_policy
 from ..family import FAMILIES, get_family
 from ..hardware import choose_channels_last, choose_precision, parse_device
-from ..metrics.eval import parse_metrics
+from ..metrics.registry import parse_metrics
 from ..objectives import make_config
 from ..registry import get_preset
 from ..utils import check_types

@@ -31,7 +31,8 @@ from ..augment import Augmenter, parse_policy
 from ..data import open_dataset
 from ..family import set_trainable, trainable_parameters
 from ..media import make_grid, save_image
-from ..metrics.eval import as_reference, evaluate_generator, make_backbone, parse_metrics
+from ..metrics.eval import as_reference, evaluate_generator, make_backbone
+from ..metrics.registry import lower_is_better, parse_metrics, result_names
 from ..objectives import Context, Nets, Phase, lazy_ratio
 from ..registry import model_config
 from ..sampling import draw, render
@@ -65,7 +66,6 @@ class CheckpointWriteError(OSError):
 
 # Evaluation results where smaller is better; for every other result (IS, precision, recall, density,
 # coverage, class accuracy) larger is better.
-LOWER_IS_BETTER = {"fid", "fd", "kid_mean", "intra_fid", "intra_fd"}
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -555,16 +555,11 @@ class Evaluator:
     """Periodic evaluation of the sampling generator (rank 0): the backbone is loaded, ``best_metric`` checked
     and the reference statistics computed (or read from the cache) once, at the start of training."""
 
-    RESULTS = {"fid": ["fid"], "is": ["is_mean", "is_std"], "kid": ["kid_mean", "kid_std"],
-               "pr": ["precision", "recall"], "dc": ["density", "coverage"], "ifid": ["intra_fid"],
-               "acc": ["class_accuracy"]}  # the numbers each metric reports, main one first
-
     def __init__(self, cfg: TrainConfig, train_dataset, device: torch.device, mcfg):
         self.cfg = cfg
         self.metrics = parse_metrics(cfg.eval_metrics)
         self.backbone = make_backbone(cfg.eval_backbone, inception_weights=cfg.inception_weights, device=device)
-        fd = "fid" if self.backbone.name == "inception" else "fd"
-        available = [r.replace("fid", fd) for m in self.metrics for r in self.RESULTS[m]]
+        available = result_names(self.metrics, self.backbone.name)  # each metric's main number first
         self.best_metric = cfg.best_metric or available[0]
         if self.best_metric not in available:
             raise ValueError(f"best_metric {self.best_metric!r} is not among the evaluation results {available}: "
@@ -577,7 +572,7 @@ class Evaluator:
         self.classifier = self.backbone.model if self.backbone.name == "classifier" else None
 
     def better(self, value: float, old: float) -> bool:
-        return value < old if self.best_metric in LOWER_IS_BETTER else value > old
+        return value < old if lower_is_better(self.best_metric) else value > old
 
     def __call__(self, G) -> dict:
         return evaluate_generator(G, self.reference, self.metrics, self.cfg.eval_n, backbone=self.backbone,
