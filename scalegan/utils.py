@@ -145,13 +145,15 @@ def dataclass_from_dict(cls: type, data: Mapping | None, what: str, items: str =
     return cls(**data)
 
 
-def check_types(cls: type, data: Mapping, what: str) -> None:
+def check_types(cls: type, data: Mapping, what: str, fields: Mapping[str, str] | None = None) -> None:
     """Raise ValueError when a value of ``data`` does not fit the annotated type of dataclass ``cls``'s field
-    (int, float, bool, str, tuples of int, dict, and ``X | None``); unknown keys are left to the caller."""
+    (int, float, bool, str, tuples of int, dict, and ``X | None``); unknown keys are left to the caller.
+    ``fields``: the field each key of ``data`` sets, where they differ (the error names the key)."""
     hints = typing.get_type_hints(cls)
     for key, value in data.items():
-        if key in hints and not _fits(value, hints[key]):
-            raise ValueError(f"{what} field {key} must be {_type_name(hints[key])}, got {value!r}")
+        name = (fields or {}).get(key, key)
+        if name in hints and not _fits(value, hints[name]):
+            raise ValueError(f"{what} field {key} must be {_type_name(hints[name])}, got {value!r}")
 
 
 def _fits(value, hint) -> bool:

@@ -52,7 +52,7 @@ def test_dry_run_resolution_order(tiny_npz, tmp_path, capsys):
     train = report["train"]
     assert report["family"] == "biggan" and report["objective"]["loss"] == "hinge"  # resolved with defaults
     assert report["objective"]["n_d_steps"] == 1  # the biggan-fmnist preset's value (the objective's default is 2)
-    assert train["lr_g"] == 1e-3  # the config file beats the preset
+    assert train["optim"]["lr_g"] == 1e-3  # the config file beats the preset (sections nested in the output)
     assert train["batch_size"] == 4  # a flag beats the config file
     assert report["model"]["ch"] == 16 and report["model"]["z_dim"] == 32 and report["model"]["n_classes"] == 3
     assert not (tmp_path / "runs").exists()

@@ -46,13 +46,11 @@ def _config_default(dest: str):
                 if f.name == name:
                     return f.default
         raise AssertionError(dest)
-    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == dest)
-    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    return TrainConfig().flat()[dest]  # a run field or a section's setting, by its flat key
 
 
 def _is_config_flag(action) -> bool:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return action.dest in names or action.dest.startswith("objective.")
+    return action.dest in TrainConfig().flat() or action.dest.startswith("objective.")
 
 
 def _flags() -> dict[str, dict[str, argparse.Action]]:

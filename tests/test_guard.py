@@ -116,7 +116,7 @@ def test_divergence_rollback_reloads_and_lowers_the_learning_rates(tiny_npz, tmp
     assert summary["step"] == 8 and summary["rollbacks"] == 1
     state = torch.load(run / "checkpoints" / "step_0000008" / "state.pt", weights_only=True)
     assert state["guard"] == {"rollbacks": 1, "lr_scale": 0.5}
-    assert state["opt_G"]["param_groups"][0]["lr"] == pytest.approx(0.5 * cfg.lr_g)
+    assert state["opt_G"]["param_groups"][0]["lr"] == pytest.approx(0.5 * cfg.optim.lr_g)
     rollback = [x for x in map(json.loads, (run / "logs" / "metrics.jsonl").read_text().splitlines())
                 if x.get("event") == "diverged"]
     assert rollback == [{"step": 6, "event": "diverged", "phase": "G", "non_finite": "gradient norm",

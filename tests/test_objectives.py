@@ -94,9 +94,9 @@ def test_phases_intervals_and_logged_values(toy, tiny_npz, tmp_path):
     # The stylegan2-ada correction of the lazily regularised network's Adam: lr * k/(k+1), betas ** (k/(k+1)).
     cfg = toy_config(tiny_npz, tmp_path)
     g_group, d_group = state["opt_G"]["param_groups"][0], state["opt_D"]["param_groups"][0]
-    assert g_group["lr"] == pytest.approx(cfg.lr_g * 2 / 3) and d_group["lr"] == cfg.lr_d
-    assert g_group["betas"] == pytest.approx((cfg.beta1 ** (2 / 3), cfg.beta2 ** (2 / 3)))
-    assert tuple(d_group["betas"]) == (cfg.beta1, cfg.beta2)
+    assert g_group["lr"] == pytest.approx(cfg.optim.lr_g * 2 / 3) and d_group["lr"] == cfg.optim.lr_d
+    assert g_group["betas"] == pytest.approx((cfg.optim.beta1 ** (2 / 3), cfg.optim.beta2 ** (2 / 3)))
+    assert tuple(d_group["betas"]) == (cfg.optim.beta1, cfg.optim.beta2)
     assert json.loads((tmp_path / "train_config.json").read_text())["objective"] == {"reg_interval": 2}
 
 

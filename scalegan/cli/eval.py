@@ -16,15 +16,8 @@ from pathlib import Path
 from ..api import load
 from ..data import open_dataset
 from ..metrics.classifier import evaluate_accuracy, load_classifier, save_classifier, train_classifier
-from ..metrics.eval import (
-    ALL_METRICS,
-    DEFAULT_METRICS,
-    evaluate_generator,
-    evaluate_sets,
-    load_image_set,
-    make_backbone,
-    parse_metrics,
-)
+from ..metrics.eval import evaluate_generator, evaluate_sets, load_image_set, make_backbone
+from ..metrics.registry import DEFAULT_METRICS, METRICS, parse_metrics
 from ..metrics.resize import DEFAULT_RESIZER, RESIZERS
 from ..utils import write_json
 from .options import (
@@ -56,7 +49,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("source_b", nargs="?", help="a second image set: compare SOURCE with it (no generator)")
     add_weights(p)
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
-                   help=f"comma-separated, from {', '.join(ALL_METRICS)} (pr = precision/recall, dc = "
+                   help=f"comma-separated, from {', '.join(METRICS)} (pr = precision/recall, dc = "
                    "density/coverage, ifid = intra-class FID, acc = class accuracy with --classifier)")
     add_sampling(p, n_default=10_000)
     add_reference(p)

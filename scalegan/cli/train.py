@@ -14,7 +14,7 @@ from pathlib import Path
 from ..family import FAMILIES
 from ..registry import model_config
 from ..training import TrainConfig, train
-from ..training.config import objective_keys
+from ..training.config import FLAT_KEYS, GENERIC, SECTIONS, flatten, objective_keys, upgrade
 from ..training.loop import open_training_data
 from .options import SHARED_TYPES, HelpFormatter, add_threads, any_float, any_int, parse_overrides
 
@@ -38,14 +38,14 @@ def _with_default(help_text: str, default) -> str:
 
 def _add_field(group, cls, f: dataclasses.Field, dest: str) -> None:
     t, help_text = _concrete(cls, f), f.metadata.get("help", "")
-    flag = "--" + f.name.replace("_", "-")
+    flag = "--" + dest.rsplit(".", 1)[-1].replace("_", "-")
     if t is bool:
         default = "auto" if f.default is None else f.default
         group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=_with_default(help_text, default))
         return
     choices = f.metadata.get("choices")
-    kind = SHARED_TYPES.get(f.name) or {int: any_int, float: any_float}.get(t, t)  # a shared flag: its shared type
+    kind = SHARED_TYPES.get(dest.rsplit(".", 1)[-1]) or {int: any_int, float: any_float}.get(t, t)  # shared: its type
     group.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, choices=choices,
                        metavar="{" + ",".join(choices) + "}" if choices else t.__name__.upper(),
                        help=_with_default(help_text, f.default))
@@ -65,8 +65,12 @@ def add_parser(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit without training")
     add_threads(p)  # --device is TrainConfig.device (below), with the shared type
     for f in dataclasses.fields(TrainConfig):
-        if f.name not in _SKIP:
+        if f.name not in _SKIP and f.name not in SECTIONS:
             _add_field(p, TrainConfig, f, f.name)
+    for name, section in SECTIONS.items():  # one flag per setting, named by its flat key; a help group per section
+        group = p.add_argument_group(name, (section.__doc__ or "").strip())
+        for g in dataclasses.fields(section):
+            _add_field(group, section, g, g.metadata.get("key", g.name))
     group = p.add_argument_group("objective", "settings of the model family's training objective (stored in the "
                                  "config's objective section; a setting of another family is an error)")
     seen = set()
@@ -109,8 +113,8 @@ _EXAMPLES = {"model_overrides": {"resolution": 64}, "objective": {"n_d_steps": 1
 
 def resolve(args) -> TrainConfig:
     """TrainConfig from defaults, the preset, ``--config`` and the flags given on the command line."""
-    from_file = _config_file(args.config) if args.config else {}
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    from_file = flatten(upgrade(_config_file(args.config))) if args.config else {}
+    names = GENERIC | set(FLAT_KEYS)
     flags = {k: v for k, v in vars(args).items() if k in names}
     objective_flags = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("objective.")}
     merged = {**from_file, **flags}

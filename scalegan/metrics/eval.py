@@ -39,10 +39,9 @@ from . import scores
 from .classifier import ClassAccuracy, check_classifier
 from .features import ClassifierBackbone, FeatureStats, InceptionBackbone, extract
 from .generated import SEED_CHUNK, generated_batches
-from .registry import METRICS, needs, parse_metrics
+from .registry import needs, parse_metrics
 
 __all__ = [
-    "ALL_METRICS",
     "ReferenceStats",
     "evaluate_generator",
     "evaluate_sets",
@@ -52,7 +51,6 @@ __all__ = [
     "reference_stats",
 ]
 
-ALL_METRICS = tuple(METRICS)
 STATS_FORMAT = 1  # bump when the cached arrays change meaning
 
 

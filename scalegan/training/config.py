@@ -27,9 +27,159 @@ def _f(default, help: str, **kw):
 
 
 @dataclass
+class OptimConfig:
+    """Adam for G and D."""
+
+    lr_g: float = _f(2e-4, "G learning rate")
+    lr_d: float = _f(2e-4, "D learning rate")
+    beta1: float = _f(0.0, "Adam beta1")
+    beta2: float = _f(0.999, "Adam beta2")
+    adam_eps: float = _f(1e-6, "Adam epsilon")
+
+    def validate(self) -> None:
+        for name in ("lr_g", "lr_d", "adam_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError("beta1 and beta2 must be in [0, 1)")
+
+
+@dataclass
+class EMAConfig:
+    """The exponential moving average of G that samples are drawn from."""
+
+    enabled: bool = _f(True, "keep an exponential moving average of G (weights and BN buffers)", key="ema")
+    ema_decay: float = _f(0.999, "EMA decay")
+    ema_start: int = _f(500, "iteration at which EMA averaging starts (before: a plain copy of G)")
+    ema_halflife_kimg: float = _f(0.0, "EMA half-life in thousands of G images, with ramp-up (the stylegan2-ada "
+                                  "form; replaces ema_decay and ema_start); 0 = off")
+    ema_rampup: float = _f(0.05, "with ema_halflife_kimg: the half-life is at most this fraction of the images "
+                           "seen so far, so the average follows G closely early on; 0 = no ramp-up")
+
+    def validate(self) -> None:
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError("ema_decay must be in [0, 1)")
+        if self.ema_halflife_kimg < 0 or self.ema_rampup < 0 or self.ema_start < 0:
+            raise ValueError("ema_halflife_kimg, ema_rampup and ema_start must be >= 0")
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation of every image D sees: DiffAugment's policies and ADA."""
+
+    policy: str = _f("", "augmentation of real and fake images before D, comma-separated: DiffAugment's "
+                      "translation, cutout, color, and/or ada (adaptive augmentation, Karras et al. 2020: the 'bgc' "
+                      "pipeline, each transform with probability p; see --ada-*); empty = off", key="augment")
+    ada_target: float = _f(0.6, "with --augment ada: the target of r_t = E[sign(D(real))]; p rises while r_t "
+                           "is above it (D overfits) and falls while below; 0 = p stays at --ada-p")
+    ada_kimg: float = _f(500.0, "with --augment ada: thousands of images over which p can move from 0 to 1")
+    ada_interval: int = _f(4, "with --augment ada: iterations between adjustments of p")
+    ada_p: float = _f(0.0, "with --augment ada: the initial augmentation probability (the fixed one with "
+                      "--ada-target 0)")
+
+    def validate(self) -> None:
+        parse_policy(self.policy)
+        if not (0 <= self.ada_target < 1 and 0 <= self.ada_p <= 1):
+            raise ValueError(f"ada_target must be in [0, 1) and ada_p in [0, 1], got {self.ada_target}, {self.ada_p}")
+        if not self.ada_kimg > 0 or self.ada_interval < 1:
+            raise ValueError(f"ada_kimg must be > 0 and ada_interval >= 1, got {self.ada_kimg}, {self.ada_interval}")
+
+
+@dataclass
+class EvalConfig:
+    """Periodic evaluation of the sampling generator."""
+
+    eval_every: int = _f(0, "iterations between evaluations of the sampling generator (logs/eval.jsonl, "
+                         "checkpoints/best); 0 = off")
+    eval_metrics: str = _f("fid", "comma-separated metrics for --eval-every: fid, is, kid, pr, dc, ifid, acc")
+    eval_n: int = _f(5000, "generated images per evaluation")
+    eval_ref: str | None = _f(None, "reference dataset spec for evaluation (default: the training data)")
+    eval_ref_n: int | None = _f(None, "reference images (default: the whole dataset; statistics are cached)")
+    eval_backbone: str = _f("inception", "feature network: inception (TF 2015-12-05 weights, see `scalegan "
+                            "eval --help`) or classifier:DIR (a `scalegan train-classifier` output)")
+    inception_weights: str | None = _f(None, "Inception weights file (default: $SCALEGAN_INCEPTION_WEIGHTS or "
+                                       "the cache)")
+    best_metric: str | None = _f(None, "evaluation result that picks checkpoints/best, e.g. fid, fd, is_mean, "
+                                 "precision, class_accuracy (default: the first metric's main result)")
+
+    def validate(self) -> None:
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        if self.eval_n < 2:
+            raise ValueError("eval_n must be >= 2")
+        if self.eval_every:
+            parse_metrics(self.eval_metrics)
+
+
+@dataclass
+class FinetuneConfig:
+    """Starting from another model's weights (``--init-from``) and FreezeD."""
+
+    init_from: str | None = _f(None, "fine-tune: start from this source instead of random weights: a run folder "
+                               "(its newest checkpoint's G, G_ema and D), a checkpoint folder, a weights folder, a "
+                               ".safetensors file or a pretrained name (G only: D starts fresh). Only when the run "
+                               "starts; --resume continues from the run's own checkpoint")
+    class_map: str | None = _f(None, "with --init-from: NEW:OLD pairs, e.g. 0:3,1:5,2:7 (new class NEW starts from "
+                               "the source's class OLD; unlisted new classes start fresh), or reinit (every class "
+                               "embedding fresh); default: copied when the class counts agree, else re-initialised")
+    d_warmup: int | None = _f(None, "with --init-from: the first N iterations train D only (G frozen); default: "
+                              "200 when the source has no discriminator (a fresh D), else 0")
+    freeze_d: int = _f(0, "freeze the first K discriminator blocks, nearest the input image (FreezeD, Mo et al. "
+                       "2020); 0 = off")
+
+    def validate(self, resume: bool = False) -> None:
+        if self.freeze_d < 0 or (self.d_warmup is not None and self.d_warmup < 0):
+            raise ValueError(f"freeze_d and d_warmup must be >= 0, got {self.freeze_d}, {self.d_warmup}")
+        if self.class_map is not None or self.d_warmup is not None:
+            if self.init_from is None:
+                raise ValueError("class_map and d_warmup need init_from: pass --init-from SOURCE")
+            parse_class_map(self.class_map)
+        if self.init_from and not resume:  # a resumed run needs its own checkpoint only
+            check_source(self.init_from)
+
+
+@dataclass
+class GuardConfig:
+    """What happens when training diverges or a checkpoint cannot be written."""
+
+    on_divergence: str = _f("stop", "when a loss, gradient or weight becomes NaN/inf (checked every step, before the "
+                            "optimizer applies it): stop (write nothing new, keep the last good checkpoint, exit "
+                            "non-zero naming the step) or rollback (reload the newest intact checkpoint, multiply "
+                            "the learning rates by --rollback-lr-factor and continue)", choices=("stop", "rollback"))
+    rollback_lr_factor: float = _f(0.5, "with --on-divergence rollback: the learning rates' factor per rollback")
+    max_rollbacks: int = _f(3, "with --on-divergence rollback: rollbacks allowed in a run before it stops")
+    ckpt_failure: str = _f("stop", "when a checkpoint cannot be written (full disk, I/O error; the previous one "
+                           "stays intact): stop with the reason, or warn and keep training", choices=("stop", "warn"))
+
+    def validate(self) -> None:
+        if self.on_divergence not in ("stop", "rollback") or self.ckpt_failure not in ("stop", "warn"):
+            raise ValueError(f"on_divergence must be stop or rollback and ckpt_failure stop or warn, got "
+                             f"{self.on_divergence!r}, {self.ckpt_failure!r}")
+        if not 0 < self.rollback_lr_factor <= 1 or self.max_rollbacks < 0:
+            raise ValueError(f"rollback_lr_factor must be in (0, 1] and max_rollbacks >= 0, got "
+                             f"{self.rollback_lr_factor}, {self.max_rollbacks}")
+
+
+SECTIONS: dict[str, type] = {"optim": OptimConfig, "ema": EMAConfig, "augment": AugmentConfig, "eval": EvalConfig,
+                             "finetune": FinetuneConfig, "guard": GuardConfig}
+
+
+def _keys() -> dict[str, tuple[str, str]]:
+    """Each section field's flat key (its flag and config-file key) -> (section, field)."""
+    return {f.metadata.get("key", f.name): (section, f.name)
+            for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+
+
+FLAT_KEYS = _keys()
+
+
+@dataclass(init=False)
 class TrainConfig:
-    """Everything a run needs. Resolution order: these defaults < the preset's ``train`` values < a config file
-    < command-line flags. The resolved config is written to ``RUN/train_config.json``."""
+    """Everything a run needs: the run's own fields and one section per concern (``optim``, ``ema``, ``augment``,
+    ``eval``, ``finetune``, ``guard``), each validating itself. Resolution order: these defaults < the preset's
+    ``train`` values < a config file < command-line flags; the resolved config is written to
+    ``RUN/train_config.json`` (sections nested). Section settings are also taken by their flat keys (the flag names:
+    ``TrainConfig(lr_g=1e-4)``, ``{"lr_g": 1e-4}`` in a config file or a file written before sections existed)."""
 
     model: str = _f("biggan-fmnist", "model preset name (see `scalegan info --list`)")
     model_overrides: dict = _f({}, "model config fields to change, e.g. {\"ch\": 48}; CLI: --set ch=48")
@@ -43,27 +193,6 @@ class TrainConfig:
     batch_size: int = _f(64, "images per D/G batch (per accumulation step)")
     num_accumulations: int = _f(1, "gradient accumulation steps per D and G update (effective batch = "
                                 "batch_size * num_accumulations)")
-    lr_g: float = _f(2e-4, "G learning rate")
-    lr_d: float = _f(2e-4, "D learning rate")
-    beta1: float = _f(0.0, "Adam beta1")
-    beta2: float = _f(0.999, "Adam beta2")
-    adam_eps: float = _f(1e-6, "Adam epsilon")
-    ema: bool = _f(True, "keep an exponential moving average of G (weights and BN buffers)")
-    ema_decay: float = _f(0.999, "EMA decay")
-    ema_start: int = _f(500, "iteration at which EMA averaging starts (before: a plain copy of G)")
-    ema_halflife_kimg: float = _f(0.0, "EMA half-life in thousands of G images, with ramp-up (the stylegan2-ada "
-                                  "form; replaces ema_decay and ema_start); 0 = off")
-    ema_rampup: float = _f(0.05, "with ema_halflife_kimg: the half-life is at most this fraction of the images "
-                           "seen so far, so the average follows G closely early on; 0 = no ramp-up")
-    augment: str = _f("", "augmentation of real and fake images before D, comma-separated: DiffAugment's "
-                      "translation, cutout, color, and/or ada (adaptive augmentation, Karras et al. 2020: the 'bgc' "
-                      "pipeline, each transform with probability p; see --ada-*); empty = off")
-    ada_target: float = _f(0.6, "with --augment ada: the target of r_t = E[sign(D(real))]; p rises while r_t "
-                           "is above it (D overfits) and falls while below; 0 = p stays at --ada-p")
-    ada_kimg: float = _f(500.0, "with --augment ada: thousands of images over which p can move from 0 to 1")
-    ada_interval: int = _f(4, "with --augment ada: iterations between adjustments of p")
-    ada_p: float = _f(0.0, "with --augment ada: the initial augmentation probability (the fixed one with "
-                      "--ada-target 0)")
     seed: int = _f(0, "seed for initialisation, data order and noise")
     precision: str = _f("auto", "auto (bf16 where the device computes it natively: CUDA with bf16, CPUs with "
                         "AVX-512-bf16 or AMX; float32 elsewhere), float32, bf16 (autocast), or fp16 (autocast with "
@@ -81,65 +210,65 @@ class TrainConfig:
     keep_checkpoints: int = _f(2, "how many checkpoints to keep")
     sample_truncation: float | None = _f(None, "truncation threshold for the periodic sample grids")
     time_budget: float = _f(0.0, "stop (with a checkpoint) after this many seconds of training; 0 = no limit")
-    eval_every: int = _f(0, "iterations between evaluations of the sampling generator (logs/eval.jsonl, "
-                         "checkpoints/best); 0 = off")
-    eval_metrics: str = _f("fid", "comma-separated metrics for --eval-every: fid, is, kid, pr, dc, ifid, acc")
-    eval_n: int = _f(5000, "generated images per evaluation")
-    eval_ref: str | None = _f(None, "reference dataset spec for evaluation (default: the training data)")
-    eval_ref_n: int | None = _f(None, "reference images (default: the whole dataset; statistics are cached)")
-    eval_backbone: str = _f("inception", "feature network: inception (TF 2015-12-05 weights, see `scalegan "
-                            "eval --help`) or classifier:DIR (a `scalegan train-classifier` output)")
-    inception_weights: str | None = _f(None, "Inception weights file (default: $SCALEGAN_INCEPTION_WEIGHTS or "
-                                       "the cache)")
-    best_metric: str | None = _f(None, "evaluation result that picks checkpoints/best, e.g. fid, fd, is_mean, "
-                                 "precision, class_accuracy (default: the first metric's main result)")
     tensorboard: bool = _f(True, "write TensorBoard event files to RUN/logs/")
     progress: bool = _f(True, "show a progress bar")
     resume: bool = _f(False, "continue the run in out_dir from its latest checkpoint")
-    init_from: str | None = _f(None, "fine-tune: start from this source instead of random weights: a run folder "
-                               "(its newest checkpoint's G, G_ema and D), a checkpoint folder, a weights folder, a "
-                               ".safetensors file or a pretrained name (G only: D starts fresh). Only when the run "
-                               "starts; --resume continues from the run's own checkpoint")
-    class_map: str | None = _f(None, "with --init-from: NEW:OLD pairs, e.g. 0:3,1:5,2:7 (new class NEW starts from "
-                               "the source's class OLD; unlisted new classes start fresh), or reinit (every class "
-                               "embedding fresh); default: copied when the class counts agree, else re-initialised")
-    d_warmup: int | None = _f(None, "with --init-from: the first N iterations train D only (G frozen); default: "
-                              "200 when the source has no discriminator (a fresh D), else 0")
-    freeze_d: int = _f(0, "freeze the first K discriminator blocks, nearest the input image (FreezeD, Mo et al. "
-                       "2020); 0 = off")
-    on_divergence: str = _f("stop", "when a loss, gradient or weight becomes NaN/inf (checked every step, before the "
-                            "optimizer applies it): stop (write nothing new, keep the last good checkpoint, exit "
-                            "non-zero naming the step) or rollback (reload the newest intact checkpoint, multiply "
-                            "the learning rates by --rollback-lr-factor and continue)", choices=("stop", "rollback"))
-    rollback_lr_factor: float = _f(0.5, "with --on-divergence rollback: the learning rates' factor per rollback")
-    max_rollbacks: int = _f(3, "with --on-divergence rollback: rollbacks allowed in a run before it stops")
-    ckpt_failure: str = _f("stop", "when a checkpoint cannot be written (full disk, I/O error; the previous one "
-                           "stays intact): stop with the reason, or warn and keep training", choices=("stop", "warn"))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+
+    def __init__(self, **values):
+        """Fields by name; sections as section objects or dicts, or their settings by flat key."""
+        sections = {name: {} for name in SECTIONS}
+        for key, value in values.items():
+            if key in SECTIONS and (dataclasses.is_dataclass(value) or isinstance(value, dict)):
+                sections[key].update(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value))
+            elif key in FLAT_KEYS:
+                section, name = FLAT_KEYS[key]
+                sections[section][name] = value
+            elif key not in GENERIC:
+                raise TypeError(f"TrainConfig got an unknown setting {key!r}")
+        for f in dataclasses.fields(self):
+            if f.name in SECTIONS:
+                setattr(self, f.name, SECTIONS[f.name](**sections[f.name]))
+            elif f.name in values:
+                setattr(self, f.name, values[f.name])
+            else:
+                setattr(self, f.name, f.default_factory() if f.default is dataclasses.MISSING else f.default)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        """A config from its dict form; also reads ``train_config.json`` files written before the objective
-        section existed (BigGAN's loss, n_d_steps, ... at the top level)."""
-        data = upgrade(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        """A config from its dict form (sections nested, or their settings by flat key); also reads
+        ``train_config.json`` files written before the sections and the objective section existed."""
+        data = flatten(upgrade(data))
+        unknown = sorted(set(data) - GENERIC - set(FLAT_KEYS))
         if unknown:
             raise ValueError(f"unknown training config keys {unknown}; see `scalegan train --help`")
-        check_types(cls, data, "training config")
+        check_types(cls, {k: v for k, v in data.items() if k in GENERIC}, "training config")
+        for section, cls_ in SECTIONS.items():  # by flat key, so that an error names the flag
+            keys = {k: name for k, (s, name) in FLAT_KEYS.items() if s == section}
+            check_types(cls_, {k: v for k, v in data.items() if k in keys}, "training config", keys)
         if not isinstance(data.get("model_overrides", {}), dict) or not isinstance(data.get("objective", {}), dict):
             raise ValueError("model_overrides and objective must be JSON objects")
         return cls(**data)
+
+    def flat(self) -> dict:
+        """Every setting by its flat key (the flag names), sections flattened."""
+        return flatten(self.to_dict())
 
     @classmethod
     def from_preset(cls, model: str, **overrides) -> TrainConfig:
         """Defaults, then the preset's training values, then ``overrides`` (objective sections merge)."""
         preset = dict(get_preset(model).get("train", {}))
-        overrides = upgrade(overrides)
+        overrides = flatten(upgrade(overrides))
         objective = {**preset.pop("objective", {}), **dict(overrides.pop("objective", None) or {})}
-        return cls.from_dict({"model": model, **preset, **overrides, "objective": objective})
+        return cls.from_dict({"model": model, **flatten(preset), **overrides, "objective": objective})
 
     @property
     def family(self):
@@ -161,51 +290,38 @@ class TrainConfig:
         return dataclasses.replace(self, precision=precision.value, channels_last=layout.value), record
 
     def validate(self) -> None:
-        """Raise ValueError naming the first invalid value (objective settings are checked by the family)."""
+        """Raise ValueError naming the first invalid value: the run's fields, then each section's (objective
+        settings are checked by the family)."""
         for name in ("iterations", "batch_size", "num_accumulations", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("sample_every", "ckpt_every", "eval_every", "num_workers", "time_budget"):
+        for name in ("sample_every", "ckpt_every", "num_workers", "time_budget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr_g", "lr_d", "adam_eps"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ValueError("beta1 and beta2 must be in [0, 1)")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError("ema_decay must be in [0, 1)")
-        if self.ema_halflife_kimg < 0 or self.ema_rampup < 0 or self.ema_start < 0:
-            raise ValueError("ema_halflife_kimg, ema_rampup and ema_start must be >= 0")
         if self.sample_truncation is not None and not self.sample_truncation > 0:
             raise ValueError(f"sample_truncation must be > 0, got {self.sample_truncation}")
-        parse_policy(self.augment)
-        if not (0 <= self.ada_target < 1 and 0 <= self.ada_p <= 1):
-            raise ValueError(f"ada_target must be in [0, 1) and ada_p in [0, 1], got {self.ada_target}, {self.ada_p}")
-        if not self.ada_kimg > 0 or self.ada_interval < 1:
-            raise ValueError(f"ada_kimg must be > 0 and ada_interval >= 1, got {self.ada_kimg}, {self.ada_interval}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.eval_n < 2:
-            raise ValueError("eval_n must be >= 2")
-        if self.eval_every:
-            parse_metrics(self.eval_metrics)
         parse_device(self.device)
-        if self.on_divergence not in ("stop", "rollback") or self.ckpt_failure not in ("stop", "warn"):
-            raise ValueError(f"on_divergence must be stop or rollback and ckpt_failure stop or warn, got "
-                             f"{self.on_divergence!r}, {self.ckpt_failure!r}")
-        if not 0 < self.rollback_lr_factor <= 1 or self.max_rollbacks < 0:
-            raise ValueError(f"rollback_lr_factor must be in (0, 1] and max_rollbacks >= 0, got "
-                             f"{self.rollback_lr_factor}, {self.max_rollbacks}")
-        if self.freeze_d < 0 or (self.d_warmup is not None and self.d_warmup < 0):
-            raise ValueError(f"freeze_d and d_warmup must be >= 0, got {self.freeze_d}, {self.d_warmup}")
-        if self.class_map is not None or self.d_warmup is not None:
-            if self.init_from is None:
-                raise ValueError("class_map and d_warmup need init_from: pass --init-from SOURCE")
-            parse_class_map(self.class_map)
-        if self.init_from and not self.resume:  # a resumed run needs its own checkpoint only
-            check_source(self.init_from)
+        for section in (self.optim, self.ema, self.augment, self.eval, self.guard):
+            section.validate()
+        self.finetune.validate(resume=self.resume)
         self.objective_config()
+
+
+GENERIC = {f.name for f in dataclasses.fields(TrainConfig)} - set(SECTIONS)
+
+
+def flatten(data: dict) -> dict:
+    """A config dict with its sections' settings at the top level, by flat key."""
+    data = dict(data)
+    for section, cls in SECTIONS.items():
+        nested = data.get(section)
+        if isinstance(nested, dict):  # ("ema" and "augment" are also flat keys: a bool and a string)
+            data.pop(section)
+            keys = {f.name: f.metadata.get("key", f.name) for f in dataclasses.fields(cls)}
+            data.update({keys.get(k, k): v for k, v in nested.items()})
+    return data
 
 
 def upgrade(data: dict) -> dict:
@@ -214,8 +330,8 @@ def upgrade(data: dict) -> dict:
     data = dict(data)
     if "bf16" in data:
         data.setdefault("precision", "bf16" if data.pop("bf16") else "float32")
-    generic = {f.name for f in dataclasses.fields(TrainConfig)}
-    legacy = {k for k in data if k not in generic and k in objective_keys()}
+    known = GENERIC | set(FLAT_KEYS) | set(SECTIONS)
+    legacy = {k for k in data if k not in known and k in objective_keys()}
     if legacy:
         data["objective"] = {**{k: data.pop(k) for k in legacy}, **dict(data.get("objective") or {})}
     return data

@@ -204,13 +204,13 @@ def check_fit(source: Source, config) -> None:
 
 
 def init_models(cfg, modules: dict[str, nn.Module]) -> dict:
-    """Load ``cfg.init_from`` into ``modules`` (``G``, ``D``, optional ``G_ema``); returns the record that
+    """Load ``cfg.finetune.init_from`` into ``modules`` (``G``, ``D``, optional ``G_ema``); returns the record that
     ``train_config.json`` keeps (source, kind, SHA-256, step, what each network started from, classes, warm-up)."""
-    source = open_source(cfg.init_from)
+    source = open_source(cfg.finetune.init_from)
     config = modules["G"].config
     check_fit(source, config)
     family = get_family(config)
-    rows, note = class_rows(cfg.class_map, source.config.n_classes, config.n_classes)
+    rows, note = class_rows(cfg.finetune.class_map, source.config.n_classes, config.n_classes)
     started = {}
     for name, factory in (("G", family.generator), ("D", family.discriminator)):
         if name in source.tensors:
@@ -221,7 +221,7 @@ def init_models(cfg, modules: dict[str, nn.Module]) -> dict:
         transfer(modules["G_ema"], source.tensors[ema], class_dims(family.generator, config), rows, ema, source)
         started["G_ema"] = ema
     fresh_d = started["D"] is None
-    warmup = cfg.d_warmup if cfg.d_warmup is not None else (DEFAULT_WARMUP if fresh_d else 0)
+    warmup = cfg.finetune.d_warmup if cfg.finetune.d_warmup is not None else (DEFAULT_WARMUP if fresh_d else 0)
     return {"source": source.spec, "kind": source.kind, "folder": source.folder, "step": source.step,
             "sha256": source.sha256,
             "started_from": started, "class_map": [list(r) for r in rows], "classes": note, "d_warmup": warmup}
@@ -242,12 +242,12 @@ def describe(record: dict) -> str:
 def initialise(cfg, modules: dict[str, nn.Module], run_dir: Path, verbose: bool = True) -> dict | None:
     """What the loop calls after building the models: ``init_models`` when a fine-tuning run starts; when it resumes,
     the record its start wrote (the resumed checkpoint holds the weights); None for a run without ``init_from``."""
-    if not cfg.init_from:
+    if not cfg.finetune.init_from:
         return None
     if cfg.resume:
         path = Path(run_dir) / "train_config.json"
         record = read_json(path).get("init_from") if path.is_file() else None
-        return record or {"source": cfg.init_from, "d_warmup": cfg.d_warmup or 0}
+        return record or {"source": cfg.finetune.init_from, "d_warmup": cfg.finetune.d_warmup or 0}
     record = init_models(cfg, modules)
     if verbose:
         print(describe(record), file=sys.stderr)

@@ -239,7 +239,7 @@ class Run:
         cfg, family = self.cfg, self.cfg.family
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.G, self.D = family.generator(self.mcfg), family.discriminator(self.mcfg)
-        self.G_ema = copy.deepcopy(self.G).eval() if cfg.ema else None
+        self.G_ema = copy.deepcopy(self.G).eval() if cfg.ema.enabled else None
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for m in (self.G, self.D, self.G_ema):
             if m is not None:
@@ -249,7 +249,7 @@ class Run:
         self.modules = {"G": self.G, "D": self.D, **({"G_ema": self.G_ema} if self.G_ema is not None else {})}
         self.init_record = initialise(cfg, self.modules, self.dir, verbose=self.main)  # --init-from; not on resume
         self.d_warmup = (self.init_record or {}).get("d_warmup", 0)  # iterations in which only D's phases run
-        self.frozen = {id(p) for p in frozen_parameters(self.D, cfg.freeze_d)}  # FreezeD: not in D's optimizer
+        self.frozen = {id(p) for p in frozen_parameters(self.D, cfg.finetune.freeze_d)}  # FreezeD: not in D's optimizer
 
     def _build_training(self, state: dict | None) -> None:
         """Noise, data stream, wrappers, objective and optimizers, restored from ``state`` when resuming."""
@@ -309,10 +309,11 @@ class Run:
         """The run's augmentation (None without a policy), its draws seeded from ``cfg.seed``, restored from
         ``state`` when resuming (checkpoints written before ADA saved only the generator, as ``augment_rng``)."""
         cfg = self.cfg
-        if not parse_policy(cfg.augment):
+        if not parse_policy(cfg.augment.policy):
             return None
-        augmenter = Augmenter(cfg.augment, torch.Generator().manual_seed(cfg.seed + 3), p=cfg.ada_p,
-                              target=cfg.ada_target, kimg=cfg.ada_kimg, interval=cfg.ada_interval)
+        aug = cfg.augment
+        augmenter = Augmenter(aug.policy, torch.Generator().manual_seed(cfg.seed + 3), p=aug.ada_p,
+                              target=aug.ada_target, kimg=aug.ada_kimg, interval=aug.ada_interval)
         if state is not None and state.get("augment") is not None:
             augmenter.load_state_dict(state["augment"])
         elif state is not None and state.get("augment_rng") is not None:
@@ -339,12 +340,13 @@ class Run:
         scaling only for fp16, whose range is too small for GAN gradients."""
         cfg, phases = self.cfg, self.objective.phases
         optimizers, scalers, self.base_lr = {}, {}, {}
-        for name, net, lr in (("G", self.G, cfg.lr_g), ("D", self.D, cfg.lr_d)):
+        optim = cfg.optim
+        for name, net, lr in (("G", self.G, optim.lr_g), ("D", self.D, optim.lr_d)):
             ratio = lazy_ratio(phases, name)
-            betas = (cfg.beta1, cfg.beta2) if ratio == 1 else (cfg.beta1 ** ratio, cfg.beta2 ** ratio)
+            betas = (optim.beta1, optim.beta2) if ratio == 1 else (optim.beta1 ** ratio, optim.beta2 ** ratio)
             self.base_lr[name] = lr if ratio == 1 else lr * ratio
             params = [p for p in trainable_parameters(net) if id(p) not in self.frozen]
-            optimizers[name] = torch.optim.Adam(params, self.base_lr[name], betas=betas, eps=cfg.adam_eps)
+            optimizers[name] = torch.optim.Adam(params, self.base_lr[name], betas=betas, eps=optim.adam_eps)
             scalers[name] = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         return optimizers, scalers
 
@@ -361,7 +363,8 @@ class Run:
         if main:
             self.logger.record("metrics.jsonl", {"step": self.step, "event": "start",
                                                  "world_size": self.info.world_size, **self.hardware})
-        self.evaluator = Evaluator(cfg, self.dataset, self.device, self.mcfg) if (main and cfg.eval_every) else None
+        evaluate = main and cfg.eval.eval_every
+        self.evaluator = Evaluator(cfg, self.dataset, self.device, self.mcfg) if evaluate else None
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
         self.last = {"time": time.perf_counter(), "step": self.step, "images": 0}
@@ -418,10 +421,11 @@ class Run:
         cfg, step = self.cfg, self.step + 1
         what = f"{e} at step {step}"
         record = {"step": step, "event": "diverged", "phase": e.phase, "non_finite": e.what}
-        used = self.guard["rollbacks"] >= cfg.max_rollbacks
-        ckpt = intact_checkpoint(self.dir) if cfg.on_divergence == "rollback" and not used else None  # hashes files
-        reason = ("--on-divergence stop" if cfg.on_divergence == "stop" else
-                  f"{cfg.max_rollbacks} rollbacks used (--max-rollbacks)" if used else
+        policy = cfg.guard
+        used = self.guard["rollbacks"] >= policy.max_rollbacks
+        ckpt = intact_checkpoint(self.dir) if policy.on_divergence == "rollback" and not used else None  # hashes files
+        reason = ("--on-divergence stop" if policy.on_divergence == "stop" else
+                  f"{policy.max_rollbacks} rollbacks used (--max-rollbacks)" if used else
                   "no checkpoint to roll back to (lower --ckpt-every)" if ckpt is None else None)
         if reason is not None:
             if self.main:
@@ -431,7 +435,8 @@ class Run:
             kept = latest_checkpoint_name(self.dir)
             raise DivergenceError(f"training diverged: {what}; stopped ({reason}); nothing new was written"
                                   + (f", the last good checkpoint is {kept}" if kept else ""))
-        guard = {"rollbacks": self.guard["rollbacks"] + 1, "lr_scale": self.guard["lr_scale"] * cfg.rollback_lr_factor}
+        factor = policy.rollback_lr_factor
+        guard = {"rollbacks": self.guard["rollbacks"] + 1, "lr_scale": self.guard["lr_scale"] * factor}
         state = load_checkpoint(ckpt, self.modules, verify=False)
         self._build_training({**state, "guard": guard})
         self.sums, self.counts = {}, {}
@@ -440,7 +445,7 @@ class Run:
             self.logger.record("metrics.jsonl", {**record, "action": "rollback", "to_step": self.step,
                                                  **guard})
             warnings.warn(f"training diverged: {what}; rolled back to {ckpt.name} with the learning rates x"
-                          f"{guard['lr_scale']:g} (rollback {guard['rollbacks']} of {cfg.max_rollbacks})",
+                          f"{guard['lr_scale']:g} (rollback {guard['rollbacks']} of {cfg.guard.max_rollbacks})",
                           stacklevel=2)
 
     def _phase_step(self, phase: Phase) -> None:
@@ -454,8 +459,8 @@ class Run:
     def _update_ema(self) -> None:
         cfg, images = self.cfg, self.images_per_iteration
         if self.G_ema is not None:
-            ema_update(self.G_ema, self.G, ema_beta(self.step, images, decay=cfg.ema_decay, start=cfg.ema_start,
-                                                    halflife_kimg=cfg.ema_halflife_kimg, rampup=cfg.ema_rampup))
+            ema_update(self.G_ema, self.G, ema_beta(self.step, images, decay=cfg.ema.ema_decay, start=cfg.ema.ema_start,
+                                                    halflife_kimg=cfg.ema.ema_halflife_kimg, rampup=cfg.ema.ema_rampup))
 
     def _periodic(self, bar) -> None:
         cfg, step = self.cfg, self.step
@@ -463,7 +468,7 @@ class Run:
             self._log(bar)
         if self.main and cfg.sample_every and step % cfg.sample_every == 0:
             self.write_grid(self.G_ema if self.G_ema is not None else self.G, f"iter_{step:06d}.png")
-        if self.evaluator is not None and step % cfg.eval_every == 0:
+        if self.evaluator is not None and step % cfg.eval.eval_every == 0:
             self.evaluate()
         if self.main and cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.iterations:
             self.checkpoint()
@@ -520,7 +525,7 @@ class Run:
             message = (f"the checkpoint of step {self.step} could not be written ({why}); "
                        + (f"the previous one, {kept}, is intact" if kept else "no earlier checkpoint exists"))
             self.logger.record("metrics.jsonl", {"step": self.step, "event": "checkpoint_failed", "error": why})
-            if self.cfg.ckpt_failure != "warn":
+            if self.cfg.guard.ckpt_failure != "warn":
                 raise CheckpointWriteError(f"{message}. Free space (or fix the disk) and continue with --resume; "
                                            "--ckpt-failure warn keeps training instead") from e
             warnings.warn(f"{message}; training continues (--ckpt-failure warn)", stacklevel=2)
@@ -557,23 +562,24 @@ class Evaluator:
 
     def __init__(self, cfg: TrainConfig, train_dataset, device: torch.device, mcfg):
         self.cfg = cfg
-        self.metrics = parse_metrics(cfg.eval_metrics)
-        self.backbone = make_backbone(cfg.eval_backbone, inception_weights=cfg.inception_weights, device=device)
+        self.metrics = parse_metrics(cfg.eval.eval_metrics)
+        self.backbone = make_backbone(cfg.eval.eval_backbone, inception_weights=cfg.eval.inception_weights,
+                                      device=device)
         available = result_names(self.metrics, self.backbone.name)  # each metric's main number first
-        self.best_metric = cfg.best_metric or available[0]
+        self.best_metric = cfg.eval.best_metric or available[0]
         if self.best_metric not in available:
             raise ValueError(f"best_metric {self.best_metric!r} is not among the evaluation results {available}: "
                              "choose one of those, or add its metric to eval_metrics")
         ref = train_dataset
-        if cfg.eval_ref:
-            ref = open_dataset(cfg.eval_ref, resolution=mcfg.resolution, channels=mcfg.img_channels,
+        if cfg.eval.eval_ref:
+            ref = open_dataset(cfg.eval.eval_ref, resolution=mcfg.resolution, channels=mcfg.img_channels,
                                root=cfg.data_root)
-        self.reference = as_reference(ref, self.backbone, self.metrics, cfg.eval_ref_n, 100, cache=True)
+        self.reference = as_reference(ref, self.backbone, self.metrics, cfg.eval.eval_ref_n, 100, cache=True)
         self.classifier = self.backbone.model if self.backbone.name == "classifier" else None
 
     def better(self, value: float, old: float) -> bool:
         return value < old if lower_is_better(self.best_metric) else value > old
 
     def __call__(self, G) -> dict:
-        return evaluate_generator(G, self.reference, self.metrics, self.cfg.eval_n, backbone=self.backbone,
+        return evaluate_generator(G, self.reference, self.metrics, self.cfg.eval.eval_n, backbone=self.backbone,
                                   classifier=self.classifier, seed=self.cfg.seed)
