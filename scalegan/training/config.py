@@ -1,7 +1,10 @@
-"""The training configuration: generic fields, plus an ``objective`` section that the model's family validates.
+"""The training configuration: the run's own fields, one section per concern (``optim``, ``ema``, ``augment``,
+``eval``, ``finetune``, ``guard``; each validates itself), and an ``objective`` section that the model's family
+defines and validates.
 
-Every field (and every field of every registered family's objective config) is a ``scalegan train`` flag with its
-help text."""
+Every setting (and every field of every registered family's objective config) is a ``scalegan train`` flag with its
+help text; a section's settings keep flat flag and file keys (``--lr-g``, ``"lr_g"``; the field's ``key`` metadata
+where its name in the section differs: ``ema.enabled`` is ``--ema``, ``augment.policy`` is ``--augment``)."""
 
 from __future__ import annotations
 
