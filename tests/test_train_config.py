@@ -12,7 +12,7 @@ from scalegan.training.config import FLAT_KEYS, SECTIONS, EMAConfig, OptimConfig
 def test_sections_nest_and_flat_keys_route():
     cfg = TrainConfig(lr_g=1e-3, ema=False, augment="translation", eval_every=5, freeze_d=1, max_rollbacks=7)
     assert cfg.optim.lr_g == 1e-3 and cfg.ema.enabled is False and cfg.augment.policy == "translation"
-    assert cfg.eval.eval_every == 5 and cfg.finetune.freeze_d == 1 and cfg.guard.max_rollbacks == 7
+    assert cfg.eval.every == 5 and cfg.finetune.freeze_d == 1 and cfg.guard.max_rollbacks == 7
     data = json.loads(json.dumps(cfg.to_dict()))  # as train_config.json holds it
     assert data["optim"]["lr_g"] == 1e-3 and data["ema"]["enabled"] is False and "lr_g" not in data
     assert TrainConfig.from_dict(data) == cfg

@@ -31,7 +31,7 @@ class Metric:
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("fid", "Fréchet distance of the features (FID on Inception)", ("{fd}",), ("{fd}",)),
     Metric("is", "Inception score", ("is_mean", "is_std"), needs_logits=True),
-    Metric("kid", "kernel inception distance", ("kid_mean", "kid_std"), ("kid_mean", "kid_std")),
+    Metric("kid", "kernel inception distance", ("kid_mean", "kid_std"), ("kid_mean",)),  # std: a spread
     Metric("pr", "precision and recall (k-NN manifolds)", ("precision", "recall")),
     Metric("dc", "density and coverage", ("density", "coverage")),
     Metric("ifid", "intra-class Fréchet distance (mean over classes)", ("intra_{fd}",), ("intra_{fd}",),

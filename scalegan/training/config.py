@@ -52,17 +52,17 @@ class EMAConfig:
     """The exponential moving average of G that samples are drawn from."""
 
     enabled: bool = _f(True, "keep an exponential moving average of G (weights and BN buffers)", key="ema")
-    ema_decay: float = _f(0.999, "EMA decay")
-    ema_start: int = _f(500, "iteration at which EMA averaging starts (before: a plain copy of G)")
-    ema_halflife_kimg: float = _f(0.0, "EMA half-life in thousands of G images, with ramp-up (the stylegan2-ada "
-                                  "form; replaces ema_decay and ema_start); 0 = off")
-    ema_rampup: float = _f(0.05, "with ema_halflife_kimg: the half-life is at most this fraction of the images "
-                           "seen so far, so the average follows G closely early on; 0 = no ramp-up")
+    decay: float = _f(0.999, "EMA decay", key="ema_decay")
+    start: int = _f(500, "iteration at which EMA averaging starts (before: a plain copy of G)", key="ema_start")
+    halflife_kimg: float = _f(0.0, "EMA half-life in thousands of G images, with ramp-up (the stylegan2-ada form; "
+                              "replaces ema_decay and ema_start); 0 = off", key="ema_halflife_kimg")
+    rampup: float = _f(0.05, "with ema_halflife_kimg: the half-life is at most this fraction of the images seen so "
+                       "far, so the average follows G closely early on; 0 = no ramp-up", key="ema_rampup")
 
     def validate(self) -> None:
-        if not 0 <= self.ema_decay < 1:
+        if not 0 <= self.decay < 1:
             raise ValueError("ema_decay must be in [0, 1)")
-        if self.ema_halflife_kimg < 0 or self.ema_rampup < 0 or self.ema_start < 0:
+        if self.halflife_kimg < 0 or self.rampup < 0 or self.start < 0:
             raise ValueError("ema_halflife_kimg, ema_rampup and ema_start must be >= 0")
 
 
@@ -92,26 +92,28 @@ class AugmentConfig:
 class EvalConfig:
     """Periodic evaluation of the sampling generator."""
 
-    eval_every: int = _f(0, "iterations between evaluations of the sampling generator (logs/eval.jsonl, "
-                         "checkpoints/best); 0 = off")
-    eval_metrics: str = _f("fid", "comma-separated metrics for --eval-every: fid, is, kid, pr, dc, ifid, acc")
-    eval_n: int = _f(5000, "generated images per evaluation")
-    eval_ref: str | None = _f(None, "reference dataset spec for evaluation (default: the training data)")
-    eval_ref_n: int | None = _f(None, "reference images (default: the whole dataset; statistics are cached)")
-    eval_backbone: str = _f("inception", "feature network: inception (TF 2015-12-05 weights, see `scalegan "
-                            "eval --help`) or classifier:DIR (a `scalegan train-classifier` output)")
+    every: int = _f(0, "iterations between evaluations of the sampling generator (logs/eval.jsonl, "
+                    "checkpoints/best); 0 = off", key="eval_every")
+    metrics: str = _f("fid", "comma-separated metrics for --eval-every: fid, is, kid, pr, dc, ifid, acc",
+                      key="eval_metrics")
+    n: int = _f(5000, "generated images per evaluation", key="eval_n")
+    ref: str | None = _f(None, "reference dataset spec for evaluation (default: the training data)", key="eval_ref")
+    ref_n: int | None = _f(None, "reference images (default: the whole dataset; statistics are cached)",
+                           key="eval_ref_n")
+    backbone: str = _f("inception", "feature network: inception (TF 2015-12-05 weights, see `scalegan eval --help`) "
+                       "or classifier:DIR (a `scalegan train-classifier` output)", key="eval_backbone")
     inception_weights: str | None = _f(None, "Inception weights file (default: $SCALEGAN_INCEPTION_WEIGHTS or "
                                        "the cache)")
     best_metric: str | None = _f(None, "evaluation result that picks checkpoints/best, e.g. fid, fd, is_mean, "
                                  "precision, class_accuracy (default: the first metric's main result)")
 
     def validate(self) -> None:
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
-        if self.eval_n < 2:
+        if self.every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.every}")
+        if self.n < 2:
             raise ValueError("eval_n must be >= 2")
-        if self.eval_every:
-            parse_metrics(self.eval_metrics)
+        if self.every:
+            parse_metrics(self.metrics)
 
 
 @dataclass

@@ -363,7 +363,7 @@ class Run:
         if main:
             self.logger.record("metrics.jsonl", {"step": self.step, "event": "start",
                                                  "world_size": self.info.world_size, **self.hardware})
-        evaluate = main and cfg.eval.eval_every
+        evaluate = main and cfg.eval.every
         self.evaluator = Evaluator(cfg, self.dataset, self.device, self.mcfg) if evaluate else None
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
@@ -459,8 +459,8 @@ class Run:
     def _update_ema(self) -> None:
         cfg, images = self.cfg, self.images_per_iteration
         if self.G_ema is not None:
-            ema_update(self.G_ema, self.G, ema_beta(self.step, images, decay=cfg.ema.ema_decay, start=cfg.ema.ema_start,
-                                                    halflife_kimg=cfg.ema.ema_halflife_kimg, rampup=cfg.ema.ema_rampup))
+            ema_update(self.G_ema, self.G, ema_beta(self.step, images, decay=cfg.ema.decay, start=cfg.ema.start,
+                                                    halflife_kimg=cfg.ema.halflife_kimg, rampup=cfg.ema.rampup))
 
     def _periodic(self, bar) -> None:
         cfg, step = self.cfg, self.step
@@ -468,7 +468,7 @@ class Run:
             self._log(bar)
         if self.main and cfg.sample_every and step % cfg.sample_every == 0:
             self.write_grid(self.G_ema if self.G_ema is not None else self.G, f"iter_{step:06d}.png")
-        if self.evaluator is not None and step % cfg.eval.eval_every == 0:
+        if self.evaluator is not None and step % cfg.eval.every == 0:
             self.evaluate()
         if self.main and cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.iterations:
             self.checkpoint()
@@ -562,8 +562,8 @@ class Evaluator:
 
     def __init__(self, cfg: TrainConfig, train_dataset, device: torch.device, mcfg):
         self.cfg = cfg
-        self.metrics = parse_metrics(cfg.eval.eval_metrics)
-        self.backbone = make_backbone(cfg.eval.eval_backbone, inception_weights=cfg.eval.inception_weights,
+        self.metrics = parse_metrics(cfg.eval.metrics)
+        self.backbone = make_backbone(cfg.eval.backbone, inception_weights=cfg.eval.inception_weights,
                                       device=device)
         available = result_names(self.metrics, self.backbone.name)  # each metric's main number first
         self.best_metric = cfg.eval.best_metric or available[0]
@@ -571,15 +571,15 @@ class Evaluator:
             raise ValueError(f"best_metric {self.best_metric!r} is not among the evaluation results {available}: "
                              "choose one of those, or add its metric to eval_metrics")
         ref = train_dataset
-        if cfg.eval.eval_ref:
-            ref = open_dataset(cfg.eval.eval_ref, resolution=mcfg.resolution, channels=mcfg.img_channels,
+        if cfg.eval.ref:
+            ref = open_dataset(cfg.eval.ref, resolution=mcfg.resolution, channels=mcfg.img_channels,
                                root=cfg.data_root)
-        self.reference = as_reference(ref, self.backbone, self.metrics, cfg.eval.eval_ref_n, 100, cache=True)
+        self.reference = as_reference(ref, self.backbone, self.metrics, cfg.eval.ref_n, 100, cache=True)
         self.classifier = self.backbone.model if self.backbone.name == "classifier" else None
 
     def better(self, value: float, old: float) -> bool:
         return value < old if lower_is_better(self.best_metric) else value > old
 
     def __call__(self, G) -> dict:
-        return evaluate_generator(G, self.reference, self.metrics, self.cfg.eval.eval_n, backbone=self.backbone,
+        return evaluate_generator(G, self.reference, self.metrics, self.cfg.eval.n, backbone=self.backbone,
                                   classifier=self.classifier, seed=self.cfg.seed)
