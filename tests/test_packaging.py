@@ -1,7 +1,9 @@
 """The package declares what it imports: a third-party module imported anywhere in `scalegan/` must be a runtime
-dependency in pyproject.toml (a demo install has no test extras; scipy was once missing from it)."""
+dependency in pyproject.toml (a demo install has no test extras; scipy was once missing from it), and every file
+it reads at run time must be package data."""
 
 import ast
+import fnmatch
 import re
 import sys
 from pathlib import Path
@@ -43,3 +45,17 @@ def test_every_third_party_import_is_a_runtime_dependency():
         if dist not in (extras[extra] if extra else declared):
             missing[dist] = f"{where} (declare it in {'the ' + extra + ' extra' if extra else 'dependencies'})"
     assert not missing, f"imported but not declared: {missing}"
+
+
+def test_every_package_data_file_is_declared():
+    """A non-Python file under scalegan/ (the page, the ImageNet table) is read at run time: a wheel without it
+    breaks `scalegan serve` or class names, so pyproject.toml's package-data must list it (the packages, not the
+    data, are found automatically; scripts/check_wheel.sh checks a real build)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    block = re.search(r"^\[tool\.setuptools\.package-data\]\s*scalegan = \[(.*?)\]", text, re.S | re.M).group(1)
+    declared = re.findall(r'"([^"]+)"', block)
+    files = {p.relative_to(ROOT / "scalegan").as_posix() for p in (ROOT / "scalegan").rglob("*")
+             if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
+    assert {"serve/page.html", "data/imagenet_classes.tsv"} <= files, files
+    undeclared = {f for f in files if not any(fnmatch.fnmatchcase(f, pattern) for pattern in declared)}
+    assert not undeclared, f"add to [tool.setuptools.package-data] in pyproject.toml: {sorted(undeclared)}"
