@@ -39,6 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .family import get_family, latent_shape, w_shape
+from .sampling import render
 from .sources import resolve_source
 from .utils import device_of
 
@@ -275,11 +276,12 @@ def _prior(latent: torch.Tensor, centre: torch.Tensor | None, w_scale: float) ->
 
 
 def _render(G, latent: torch.Tensor, y: torch.Tensor | None, w_space: bool, truncation) -> torch.Tensor:
-    """G's image of the searched latents: W (one per layer, or per-layer W+) or z."""
-    if w_space:  # G runs in eval mode here: deterministic (StyleGAN2: constant noise)
+    """G's image of the searched latents (``sampling.render`` with gradients): W (one per layer, or per-layer W+),
+    which already holds its truncation, or z. G runs in eval mode here: deterministic (StyleGAN2: constant noise)."""
+    if w_space:
         ws = latent if latent.dim() == 3 else latent[:, None].expand(-1, w_shape(G)[0], -1)
-        return G(ws, y)
-    return G(latent, y, truncation=truncation)
+        return render(G, ws, y, None, grad=torch.is_grad_enabled())
+    return render(G, latent, y, truncation, grad=torch.is_grad_enabled())
 
 
 # --------------------------------------------------------------------------------------------- class candidates

@@ -3,7 +3,7 @@
 Every path that generates images (``scalegan.sample``, the inference object, ``scalegan sample``, ``edit``,
 ``eval``, the server and the training loop's grids) draws its latents here, through the family's ``draw_latents``
 hook with the family's default truncation mode, and renders them with ``render``, so one model, seed and truncation
-give one set of images (inversion, which needs gradients through G, calls G itself). Latents are drawn on the CPU
+give one set of images (inversion renders with gradients through the same function). Latents are drawn on the CPU
 from a ``torch.Generator`` and then moved to the model's device. Grids and encodings are ``scalegan.media``.
 """
 
@@ -45,13 +45,18 @@ def draw(G, n: int, y=None, truncation: float | None = None, generator: torch.Ge
     return latents, class_labels(n, y, G.config.n_classes, generator)
 
 
-@torch.no_grad()
 def render(G, latents: torch.Tensor, y: torch.Tensor | None = None, truncation: float | None = None,
-           batch_size: int | None = None, progress: bool = False, device=None) -> torch.Tensor:
+           batch_size: int | None = None, progress: bool = False, device=None, grad: bool = False) -> torch.Tensor:
     """Images in [-1, 1] ([n, C, H, W], float32) of ``latents`` (z, or W+ for a family with a W space) and classes
     ``y`` (indices [n], soft labels [n, n_classes] or None), at most ``batch_size`` per forward pass, on ``device``
     (default: G's). ``truncation`` goes to G: the family decides what it does there (StyleGAN2: psi for z, nothing
-    for W; BigGAN-deep: which BN statistics; BigGAN: nothing, it shaped z when drawn)."""
+    for W; BigGAN-deep: which BN statistics; BigGAN: nothing, it shaped z when drawn). ``grad``: keep the graph
+    (inversion optimises the latents through it); by default no gradients are recorded."""
+    with torch.set_grad_enabled(grad):
+        return _render(G, latents, y, truncation, batch_size, progress, device)
+
+
+def _render(G, latents, y, truncation, batch_size, progress, device) -> torch.Tensor:
     n = len(latents)
     G_device = device_of(G)
     step = batch_size or max(n, 1)

@@ -11,6 +11,7 @@ import torch
 from .. import pretrained
 from ..convert import CONVERTERS, FORMATS, convert, detect_format, save_converted
 from ..sampling import sample
+from ..sources import resolve_source
 from .options import HelpFormatter, add_device, add_weights, positive_float
 
 
@@ -58,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give OUT (the weights folder to write) or --name NAME (to write into the cache)")
         out = pretrained.cache_dir() / pretrained.get(args.name).name  # unknown: an error with suggestions
     fmt = None if args.source_format == "auto" else args.source_format
+    source = resolve_source(args.src)  # the one resolver: a path (foreign or scalegan's) or a pretrained name
+    if source.kind == "pretrained":
+        raise ValueError(f"{args.src} is a pretrained name: `scalegan convert --download {source.name}` fetches and "
+                         "converts it into the cache (or give the downloaded files as SRC)")
     converter = CONVERTERS.get(fmt or detect_format(args.src))
     names = [flag.lstrip("-").replace("-", "_") for flag, _ in (converter.options if converter else ())]
     options = {name: getattr(args, name) for name in names}
