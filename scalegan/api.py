@@ -144,7 +144,6 @@ class Pipeline:
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
         return draw(self.G, n, y, truncation, generator, truncation_mode)
 
-    @torch.no_grad()
     def render(self, latents: torch.Tensor, y: torch.Tensor | None = None, truncation: float | None = None,
                batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
         """Images in [-1, 1] of given latents (z, or W+ for a family with a W space) and classes."""

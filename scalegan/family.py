@@ -59,7 +59,8 @@ class WSpace:
     centre: Callable[..., torch.Tensor]
 
 
-def _z_threshold(config) -> dict:
+def z_threshold(config) -> dict:
+    """The default ``truncation_info``: truncation is the threshold of the drawn z."""
     return {"meaning": "threshold of z (smaller = more typical, less varied)", "slider": [0.02, 2.0],
             "none_means": None}
 
@@ -79,7 +80,7 @@ class Family:
     w_space: WSpace | None = None
     truncation_mode: Callable[[Any], str] = lambda config: "resample"
     truncation_modes: tuple[str, ...] = ("resample",)
-    truncation_info: Callable[[Any], dict] = _z_threshold
+    truncation_info: Callable[[Any], dict] = z_threshold
     fold: Callable[..., Any] | None = None
     fold_key: Callable[[Any, float | None], Hashable] = lambda config, truncation: None
     recalibrate: Callable[..., None] | None = None
@@ -172,12 +173,6 @@ def latent_shapes(model_or_config) -> list[tuple[int, ...]]:
     """The shapes of one latent that ``G(latents, y)`` takes: z, then W+ where the family has one."""
     w = w_shape(model_or_config)
     return [latent_shape(model_or_config), *([w] if w is not None else [])]
-
-
-def is_w(model_or_config, latents: torch.Tensor) -> bool:
-    """Whether a latent batch is W+ (as opposed to z)."""
-    w = w_shape(model_or_config)
-    return w is not None and tuple(latents.shape[1:]) == w and w != latent_shape(model_or_config)
 
 
 def truncation_info(model_or_config) -> dict:

@@ -17,14 +17,12 @@ from .convert import detect_format
 from .pretrained import PRETRAINED, canonical
 from .weights import WeightsError
 
-KINDS = ("weights", "foreign", "pretrained")
-
 
 @dataclass(frozen=True)
 class Source:
     """A resolved source: ``kind`` "weights" (a scalegan run, checkpoint or weights folder, or a safetensors file),
-    "foreign" (a checkpoint of another project, ``format``) or "pretrained" (``name``; ``path``: its cache folder
-    once resolved); ``spec``: what the user wrote."""
+    "foreign" (a checkpoint of another project, ``format``) or "pretrained" (``name``, and the ``format`` of its
+    source files; ``pretrained.resolve`` finds its cache folder); ``spec``: what the user wrote."""
 
     spec: str
     kind: str

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..family import Family, register, register_preset, rename_fields, require_positive
+from ..family import Family, register, register_preset, rename_fields, require_positive, z_threshold
 from ..layers import (
     BatchNorm2d,
     ConditionalBatchNorm2d,
@@ -288,11 +288,11 @@ def latent_layers(G: GeneratorDeep) -> list[tuple[nn.Module, slice, int]]:
 
 def truncation_info(config: BigGANDeepConfig) -> dict:
     """Truncation thresholds z; with per-truncation statistics it also picks them (1 at most)."""
-    if not config.n_stats:
-        return {"meaning": "threshold of z (smaller = more typical, less varied)", "slider": [0.02, 2.0],
-                "none_means": None}
-    return {"meaning": "threshold of z (smaller = more typical, less varied); also selects the BN statistics "
-            "(values above 1 use those of 1)", "slider": [0.02, 1.0], "none_means": None}
+    info = z_threshold(config)
+    if config.n_stats:
+        info.update(meaning=info["meaning"] + "; also selects the BN statistics (values above 1 use those of 1)",
+                    slider=[0.02, 1.0])
+    return info
 
 
 FAMILY = register(Family(
