@@ -33,7 +33,9 @@ Optional hooks:
 - ``pretrained_parts(net)``: names of ``net``'s sub-modules that hold fixed pretrained weights (a projected
   discriminator's feature network): never trained, not in any optimizer, not written to checkpoints (the
   constructor builds them);
-- ``upgrade(data)``: a config dict written by an earlier version, with renamed fields brought up to date.
+- ``upgrade(data)``: a config dict written by an earlier version, with renamed fields brought up to date;
+- ``ema_buffers``: how G_ema follows G's buffers: ``"average"`` them like parameters (BigGAN-PyTorch, whose BN
+  running statistics are averaged) or ``"copy"`` them (stylegan2-ada, whose tracked W averages are copied).
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class Family:
     latent_layers: Callable[[Any], list] | None = None
     pretrained_parts: Callable[[Any], tuple[str, ...]] = lambda net: ()
     upgrade: Callable[[dict], dict] = lambda data: data
+    ema_buffers: str = "average"
     about: str = ""
 
     def make_config(self, data: dict):

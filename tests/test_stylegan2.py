@@ -112,8 +112,49 @@ def test_averages_move_in_training_only():
         G(z, y)
     beta = G.config.w_avg_beta
     assert torch.allclose(G.mapping.w_avg, w.mean(0) * (1 - beta), atol=1e-6)
-    assert torch.allclose(G.mapping.w_avg_class[1], w[2:5].mean(0) * (1 - beta), atol=1e-6)
+    # A class seen for the first time starts from the global average, not from W = 0.
+    assert torch.allclose(G.mapping.w_avg_class[1], w[2:5].mean(0).lerp(G.mapping.w_avg, beta), atol=1e-6)
     assert G.mapping.w_avg_class[3:].abs().sum() == 0  # classes not in the batch stay where they were
+    # ... and truncation pulls a never-seen class towards the global average, never towards W = 0.
+    G.eval()
+    z = torch.randn(2, G.config.z_dim)
+    unseen = torch.tensor([3, 4])
+    assert torch.allclose(G.map(z, unseen, truncation=0.0), G.mapping.w_avg.expand(2, G.config.num_ws, -1))
+    assert torch.allclose(G.map(z, torch.tensor([1, 1]), truncation=0.0)[:, 0], G.mapping.w_avg_class[1].expand(2, -1))
+
+
+def test_truncation_cutoff_zero_means_no_layer():
+    G, _ = tiny(truncation_cutoff=0)
+    G.eval()
+    with torch.no_grad():
+        G.mapping.w_avg.normal_()
+        G.mapping.w_avg_class.normal_()
+    z, y = torch.randn(2, G.config.z_dim), torch.tensor([0, 1])
+    assert torch.equal(G.map(z, y, truncation=0.0), G.map(z, y))
+    with pytest.raises(ValueError, match="truncation_cutoff"):
+        tiny(truncation_cutoff=-1)
+
+
+def test_ema_copies_w_averages_and_averages_parameters():
+    from scalegan.family import get_family
+    from scalegan.training.ema import ema_update
+
+    G, _ = tiny()
+    G_ema, _ = tiny()
+    with torch.no_grad():
+        G.mapping.w_avg.fill_(1.0)
+        G.mapping.fc0.weight.fill_(1.0)
+        G_ema.mapping.fc0.weight.fill_(0.0)
+    assert get_family(G).ema_buffers == "copy" and get_family("biggan").ema_buffers == "average"
+    ema_update(G_ema, G, 0.9, buffers="copy")
+    assert torch.equal(G_ema.mapping.w_avg, G.mapping.w_avg)  # copied, as stylegan2-ada's G_ema
+    assert torch.allclose(G_ema.mapping.fc0.weight, torch.full_like(G.mapping.fc0.weight, 0.1))
+    ema_update(G_ema, G, 0.5, buffers="average")
+    assert torch.equal(G_ema.mapping.w_avg, G.mapping.w_avg)  # equal already: averaging keeps it
+    with torch.no_grad():
+        G.mapping.w_avg.fill_(3.0)
+    ema_update(G_ema, G, 0.5, buffers="average")
+    assert torch.allclose(G_ema.mapping.w_avg, torch.full_like(G.mapping.w_avg, 2.0))
 
 
 def test_minibatch_std_by_hand():
@@ -174,6 +215,36 @@ def test_objective_phases_and_penalties():
     assert values["pl_mean"] > 0 and torch.allclose(obj.pl_mean, values["pl_mean"]) and before == 0
     loss.backward()
     assert G.mapping.fc0.weight.grad is not None  # the penalty reaches the mapping through W
+
+
+def test_path_length_gradient_keeps_the_running_mean_in_the_graph():
+    """As stylegan2-ada: the batch's mean length enters the lerped mean with its gradient inside the step."""
+    G, D = tiny()
+    G.train()
+    obj = objective(G, D, pl_weight=2.0, style_mixing=0.0)
+    obj.pl_mean.fill_(0.5)
+    batches, params = Batches(G), [p for p in G.parameters() if p.requires_grad]
+    torch.manual_seed(3)
+    loss, _ = obj.loss(obj.phases[1], 0, batches)
+    ours = torch.autograd.grad(loss, params, allow_unused=True)
+
+    def by_hand(detach: bool):
+        torch.manual_seed(3)
+        n = len(batches.z) // 2
+        img, ws = G(batches.z[:n], batches.y[:n], return_ws=True)
+        noise = torch.randn_like(img) / (img.shape[2] * img.shape[3]) ** 0.5
+        grads, = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = grads.square().sum(2).mean(1).sqrt()
+        mean = lengths.mean()
+        mean = torch.tensor(0.5).lerp(mean.detach() if detach else mean, 0.01)
+        return torch.autograd.grad(((lengths - mean).square() * 2.0).mean(), params, allow_unused=True)
+
+    def distance(a, b):
+        pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+        return max(float((x - y).norm() / y.norm().clamp_min(1e-30)) for x, y in pairs)
+
+    assert distance(ours, by_hand(detach=False)) < 1e-5
+    assert distance(ours, by_hand(detach=True)) > 1e-4  # the detached form is measurably different
 
 
 def test_style_mixing_in_training_and_on_sheets():
@@ -254,3 +325,21 @@ def test_conv_clamp_bounds_every_layer_output():
     for h in hooks:
         h.remove()
     assert max(float(o.abs().max()) for o in outputs) == pytest.approx(0.5)
+
+
+def test_lecam_is_available_to_stylegan2():
+    G, D = tiny(mbstd_group=4)
+    G.eval()
+    batches = Batches(G)
+    plain, with_lecam = objective(G, D, style_mixing=0.0), objective(G, D, style_mixing=0.0, lecam=0.3)
+    loss, _ = plain.loss(plain.phases[2], 0, batches)
+    loss_lecam, _ = with_lecam.loss(with_lecam.phases[2], 0, batches)
+    with torch.no_grad():
+        d_fake, d_real = D(G(batches.z, batches.y), batches.y), D(batches.x, batches.y)
+    # First step: the anchors are this batch's means.
+    term = torch.relu(d_real - d_fake.mean()).pow(2).mean() + torch.relu(d_real.mean() - d_fake).pow(2).mean()
+    assert torch.allclose(loss_lecam - loss, 0.3 * term, atol=1e-5)
+    assert with_lecam.state_dict()["lecam"]["anchor_real"] is not None
+    restored = objective(G, D, lecam=0.3)
+    restored.load_state_dict(with_lecam.state_dict())
+    assert torch.equal(restored.lecam.anchor_fake, with_lecam.lecam.anchor_fake)

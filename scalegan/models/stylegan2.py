@@ -48,7 +48,7 @@ class StyleGAN2Config:
     mbstd_group: int = 4  # minibatch standard deviation group size (0 = the whole batch)
     mbstd_channels: int = 1
     conv_clamp: float | None = None  # clamp conv outputs to +-conv_clamp (stylegan2-ada: 256); None = off
-    truncation_cutoff: int | None = None  # truncate only the first this-many layers; None = all
+    truncation_cutoff: int | None = None  # truncate only the first this-many layers; None = all, 0 = none
 
     family = "stylegan2"
 
@@ -61,6 +61,8 @@ class StyleGAN2Config:
             raise ValueError(f"d_architecture must be one of {ARCHITECTURES}, got {self.d_architecture!r}")
         if not 0 <= self.w_avg_beta < 1:
             raise ValueError(f"w_avg_beta must be in [0, 1), got {self.w_avg_beta}")
+        if self.truncation_cutoff is not None and self.truncation_cutoff < 0:
+            raise ValueError(f"truncation_cutoff must be >= 0 (or None for every layer), got {self.truncation_cutoff}")
 
     def channels(self, resolution: int) -> int:
         return min(self.channel_base // resolution, self.channel_max)
@@ -308,7 +310,10 @@ class SynthesisNetwork(nn.Module):
 class MappingNetwork(nn.Module):
     """z (and the class, embedded) -> W. Each input is normalised by its second moment; the layers use the learning
     rate multiplier. G's mapping tracks the average W (``w_avg``) and, when conditional, each class's
-    (``w_avg_class``) in training-mode forwards: the centres of truncation."""
+    (``w_avg_class``) in training-mode forwards: the centres of truncation. A class's average starts from the
+    global one the first time the class is seen (not from W = 0, which a rarely seen class would otherwise be
+    pulled towards for thousands of steps); a class never seen keeps a zero row, and ``centres()`` stands the
+    global average in for it."""
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_layers: int, lr_multiplier: float,
                  w_avg_beta: float | None):
@@ -349,7 +354,17 @@ class MappingNetwork(nn.Module):
             counts = weights.sum(0)
             present = counts > 0
             means = (weights.t() @ w) / counts.clamp_min(1e-8)[:, None]
+            first = present & (self.w_avg_class.abs().sum(1) == 0)
+            self.w_avg_class[first] = self.w_avg.expand(int(first.sum()), -1)
             self.w_avg_class[present] = means[present].lerp(self.w_avg_class[present], self.w_avg_beta)
+
+    def centres(self) -> torch.Tensor | None:
+        """Each class's truncation centre [c_dim, w_dim]: its tracked average W, or the global one for a class
+        with none (never seen in training, or a converted NVlabs pickle, which tracks only the global one)."""
+        if not self.c_dim or self.w_avg_beta is None:
+            return None
+        tracked = self.w_avg_class.abs().sum(1, keepdim=True) > 0
+        return torch.where(tracked, self.w_avg_class, self.w_avg.expand_as(self.w_avg_class))
 
 
 # --------------------------------------------------------------------------------------------- G
@@ -393,8 +408,8 @@ class Generator(nn.Module):
                 mixed = self.mapping(z2, c, track=False)[:, None].repeat(1, cfg.num_ws - cutoff, 1)
                 ws = torch.cat([ws[:, :cutoff], mixed], 1)
         if truncation is not None and truncation != 1:
-            center = self.mapping.w_avg if c is None else c @ self.mapping.w_avg_class
-            cut = cfg.truncation_cutoff or cfg.num_ws
+            center = self.mapping.w_avg if c is None else c @ self.mapping.centres()
+            cut = cfg.num_ws if cfg.truncation_cutoff is None else min(cfg.truncation_cutoff, cfg.num_ws)
             center = center.to(ws.dtype).expand(ws.shape[0], -1)[:, None]
             ws = torch.cat([center.lerp(ws[:, :cut], truncation), ws[:, cut:]], 1)
         return ws
@@ -539,13 +554,10 @@ def w_centre(G: Generator, y: torch.Tensor | None) -> torch.Tensor:
     """The W truncation pulls towards [N, w_dim]: the class's tracked average W where it was tracked (a converted
     NVlabs pickle may hold none), else the global average (``y`` None: [1, w_dim])."""
     mapping = G.mapping
-    n = 1 if y is None else len(y)
-    centre = mapping.w_avg.expand(n, -1).clone()
-    if y is not None and hasattr(mapping, "w_avg_class"):
-        per_class = mapping.w_avg_class[y.to(centre.device)]
-        tracked = per_class.abs().sum(1) > 0
-        centre[tracked] = per_class[tracked]
-    return centre
+    centres = mapping.centres()
+    if y is None or centres is None:
+        return mapping.w_avg.expand(1 if y is None else len(y), -1).clone()
+    return centres[y.to(centres.device)].clone()
 
 
 FAMILY = register(Family(
@@ -557,7 +569,7 @@ FAMILY = register(Family(
     truncation_mode=lambda config: "w", truncation_modes=("w",),
     truncation_info=lambda config: {"meaning": "psi: W is pulled towards the average W (1 = none, < 1 = closer to "
                                     "the average)", "slider": [0.05, 1.0], "none_means": 1.0},
-    export=ExportGenerator,
+    export=ExportGenerator, ema_buffers="copy",
     discriminator_blocks=lambda D: [getattr(D, f"b{res}") for res in D.resolutions],  # the epilogue b4 not
     discriminator_group=lambda config: config.mbstd_group,
     latent_layers=lambda G: [(m.affine, slice(None), 0) for m in G.synthesis.modules() if hasattr(m, "affine")],

@@ -1,6 +1,6 @@
 """The StyleGAN2 objective (stylegan2-ada semantics, written from the papers): non-saturating logistic loss, R1 on
 reals and path-length regularisation, both lazy (their own phases every ``d_reg_interval`` / ``g_reg_interval``
-iterations, with the loop's learning-rate and beta correction), and style mixing.
+iterations, with the loop's learning-rate and beta correction), style mixing, and optional LeCam on D.
 
 Phases, in stylegan2-ada's order: ``Gmain``, ``Greg`` (only with ``pl_weight`` > 0), ``Dmain``, ``Dreg`` (only with
 ``r1_gamma`` > 0). The path-length running mean is objective state (saved in ``state.pt``).
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..regularizers import LeCam
 from . import Context, Draw, Nets, Objective, Phase
 
 
@@ -33,12 +34,16 @@ class StyleGAN2ObjectiveConfig:
     style_mixing: float = _f(0.9, "probability of style mixing (two z, a random cutoff layer) per G batch")
     g_reg_interval: int = _f(4, "G regularisation (path length) every this many iterations")
     d_reg_interval: int = _f(16, "D regularisation (R1) every this many iterations")
+    lecam: float = _f(0.0, "LeCam regularisation weight for D (Tseng et al. 2021; e.g. 0.3); 0 = off")
+    lecam_decay: float = _f(0.99, "decay of LeCam's moving anchors of D's real and fake outputs")
 
     def __post_init__(self):
         if self.r1_gamma < 0 or self.pl_weight < 0 or not 0 <= self.pl_decay <= 1:
             raise ValueError("r1_gamma and pl_weight must be >= 0 and pl_decay in [0, 1]")
         if self.pl_batch_shrink < 1 or self.g_reg_interval < 1 or self.d_reg_interval < 1:
             raise ValueError("pl_batch_shrink, g_reg_interval and d_reg_interval must be >= 1")
+        if self.lecam < 0 or not 0 <= self.lecam_decay < 1:
+            raise ValueError("lecam must be >= 0 and lecam_decay in [0, 1)")
         if not 0 <= self.style_mixing <= 1:
             raise ValueError(f"style_mixing must be a probability, got {self.style_mixing}")
 
@@ -58,6 +63,7 @@ class StyleGAN2Objective(Objective):
             phases.append(Phase("Dreg", "D", interval=config.d_reg_interval))
         self.phases = tuple(phases)
         self.pl_mean = torch.zeros([], device=ctx.device)
+        self.lecam = LeCam(config.lecam, config.lecam_decay) if config.lecam else None
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _mix(self, z: torch.Tensor):
@@ -100,8 +106,10 @@ class StyleGAN2Objective(Objective):
         noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
         grads, = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
         lengths = grads.square().sum(2).mean(1).sqrt()
-        pl_mean = self.pl_mean.lerp(lengths.mean().detach(), self.config.pl_decay)
-        self.pl_mean.copy_(pl_mean)
+        # As stylegan2-ada: the batch's mean length enters this step's running mean with its gradient (detaching it
+        # changes this phase's gradient by ~1%); only the stored copy is detached.
+        pl_mean = self.pl_mean.lerp(lengths.mean(), self.config.pl_decay)
+        self.pl_mean.copy_(pl_mean.detach())
         penalty = (lengths - pl_mean).square()
         loss = (img[:, 0, 0, 0] * 0 + penalty * self.config.pl_weight).mean()  # every output takes part (DDP)
         return loss, {"pl_penalty": penalty.mean().detach(), "pl_mean": pl_mean.detach()}
@@ -120,7 +128,10 @@ class StyleGAN2Objective(Objective):
             real_logits = nets.D_train(self._augment(x), y).float()
         self._observe(real_logits.detach())
         loss_fake, loss_real = F.softplus(fake_logits).mean(), F.softplus(-real_logits).mean()
-        return loss_fake + loss_real, {"loss_d_fake": loss_fake.detach(), "loss_d_real": loss_real.detach(),
+        loss = loss_fake + loss_real
+        if self.lecam is not None:
+            loss = loss + self.lecam(real_logits, fake_logits)
+        return loss, {"loss_d_fake": loss_fake.detach(), "loss_d_real": loss_real.detach(),
                                        "d_real_sign": real_logits.detach().sign().mean()}
 
     def _d_reg(self, draw: Draw):
@@ -134,8 +145,11 @@ class StyleGAN2Objective(Objective):
         return loss, {"r1_penalty": penalty.mean().detach()}
 
     def state_dict(self) -> dict:
-        return {"pl_mean": self.pl_mean.detach().cpu().clone()}
+        return {"pl_mean": self.pl_mean.detach().cpu().clone(),
+                **({"lecam": self.lecam.state_dict()} if self.lecam is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
         if state and state.get("pl_mean") is not None:
             self.pl_mean = state["pl_mean"].to(self.ctx.device)
+        if self.lecam is not None:
+            self.lecam.load_state_dict((state or {}).get("lecam"))

@@ -1,4 +1,5 @@
-"""Exponential moving average of G, buffers included (BigGAN-PyTorch semantics), and its one schedule."""
+"""Exponential moving average of G and its one schedule. Buffers are averaged like parameters (BigGAN-PyTorch: its
+BN running statistics) or copied (stylegan2-ada: the tracked W averages), as the family says."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from torch import nn
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    """``ema = beta * ema + (1 - beta) * model`` for every floating parameter and buffer; with ``beta == 0`` (and
-    for integer buffers) a plain copy."""
+def ema_update(ema: nn.Module, model: nn.Module, beta: float, buffers: str = "average") -> None:
+    """``ema = beta * ema + (1 - beta) * model`` for every floating parameter, and for every floating buffer with
+    ``buffers="average"``; ``buffers="copy"`` copies buffers. With ``beta == 0`` (and for integer buffers) a plain
+    copy."""
+    if buffers not in ("average", "copy"):
+        raise ValueError(f"buffers must be 'average' or 'copy', got {buffers!r}")
     model_state = model.state_dict()
+    copied = {name for name, _ in ema.named_buffers()} if buffers == "copy" else set()
     for name, e in ema.state_dict().items():
         m = model_state[name]
-        if e.is_floating_point() and beta > 0:
+        if e.is_floating_point() and beta > 0 and name not in copied:
             e.lerp_(m.to(e.dtype), 1 - beta)
         else:
             e.copy_(m)

@@ -460,7 +460,8 @@ class Run:
         cfg, images = self.cfg, self.images_per_iteration
         if self.G_ema is not None:
             ema_update(self.G_ema, self.G, ema_beta(self.step, images, decay=cfg.ema.decay, start=cfg.ema.start,
-                                                    halflife_kimg=cfg.ema.halflife_kimg, rampup=cfg.ema.rampup))
+                                                    halflife_kimg=cfg.ema.halflife_kimg, rampup=cfg.ema.rampup),
+                       buffers=cfg.family.ema_buffers)
 
     def _periodic(self, bar) -> None:
         cfg, step = self.cfg, self.step
