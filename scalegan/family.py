@@ -34,6 +34,8 @@ Optional hooks:
   discriminator's feature network): never trained, not in any optimizer, not written to checkpoints (the
   constructor builds them);
 - ``upgrade(data)``: a config dict written by an earlier version, with renamed fields brought up to date;
+- ``precision_defaults(config, precision)``: model config fields that training in ``precision`` (float32, bf16
+  or fp16) sets unless the user did (StyleGAN2 under fp16: ``conv_clamp`` 256, as stylegan2-ada);
 - ``ema_buffers``: how G_ema follows G's buffers: ``"average"`` them like parameters (BigGAN-PyTorch, whose BN
   running statistics are averaged) or ``"copy"`` them (stylegan2-ada, whose tracked W averages are copied).
 """
@@ -92,6 +94,7 @@ class Family:
     latent_layers: Callable[[Any], list] | None = None
     pretrained_parts: Callable[[Any], tuple[str, ...]] = lambda net: ()
     upgrade: Callable[[dict], dict] = lambda data: data
+    precision_defaults: Callable[[Any, str], dict] = lambda config, precision: {}
     ema_buffers: str = "average"
     about: str = ""
 

@@ -4,7 +4,8 @@ Spectral norm follows BigGAN-PyTorch (Brock et al. 2018): the left singular vect
 buffer; every forward computes one power iteration from the stored ``u`` and divides the weight (reshaped
 [out, -1]) by the resulting estimate of the largest singular value. Only training-mode forwards write the
 new ``u`` back (and record ``sv``), so eval-mode outputs do not change from call to call. The power
-iteration always runs in float32, outside autocast.
+iteration runs in float32, outside autocast, unless training asked for the whole network in reduced precision
+(``--precision-scope all``; see ``scalegan.precision``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .precision import island
 
 
 class SpectralNorm:
@@ -36,7 +39,7 @@ class SpectralNorm:
         if not self.training and getattr(self, "sn_eval", "power") == "stored":
             return (weight.float() / self.sv.float()).to(weight.dtype)
         w_mat = weight.float().reshape(weight.shape[0], -1)  # [out, in*k*k]
-        with torch.autocast(weight.device.type, enabled=False):
+        with island(weight):  # float32 under the family precision scope (and always outside autocast)
             with torch.no_grad():
                 v = F.normalize(self.u.float() @ w_mat, dim=1, eps=self.sn_eps)  # [1, in*k*k]
                 u = F.normalize(v @ w_mat.t(), dim=1, eps=self.sn_eps)  # [1, out]

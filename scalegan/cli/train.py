@@ -137,7 +137,7 @@ def dry_run(cfg: TrainConfig) -> dict:
     report = {"train": resolved.to_dict(), "objective": dataclasses.asdict(cfg.objective_config()),
               "family": cfg.family.name, "hardware": hardware}
     try:
-        dataset, mcfg = open_training_data(cfg)
+        dataset, mcfg = open_training_data(resolved)
         report["model"], report["dataset"] = mcfg.to_dict(), dataset.describe()
     except (ValueError, OSError) as e:  # a dry run reports what a real run would fail on
         report["model"] = model_config(cfg.model, **cfg.model_overrides).to_dict()

@@ -13,6 +13,7 @@ G 20,215,315 and D 23,089,664 trainable parameters; with ``paper256``, 24,767,45
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -24,6 +25,7 @@ from torch import nn
 
 from ..family import Family, WSpace, register, register_preset, require_positive
 from ..objectives.stylegan2 import StyleGAN2Objective
+from ..precision import island, reduced_dtype
 
 ARCHITECTURES = ("resnet", "orig")
 NOISE_MODES = ("random", "const", "none")
@@ -49,6 +51,8 @@ class StyleGAN2Config:
     mbstd_channels: int = 1
     conv_clamp: float | None = None  # clamp conv outputs to +-conv_clamp (stylegan2-ada: 256); None = off
     truncation_cutoff: int | None = None  # truncate only the first this-many layers; None = all, 0 = none
+    num_fp16_res: int = 4  # under mixed precision, reduced precision only in this many highest resolutions of G and
+    # D (stylegan2-ada); the rest, the mappings, the toRGB image sum and D's epilogue stay float32
 
     family = "stylegan2"
 
@@ -61,11 +65,18 @@ class StyleGAN2Config:
             raise ValueError(f"d_architecture must be one of {ARCHITECTURES}, got {self.d_architecture!r}")
         if not 0 <= self.w_avg_beta < 1:
             raise ValueError(f"w_avg_beta must be in [0, 1), got {self.w_avg_beta}")
+        if self.num_fp16_res < 0:
+            raise ValueError(f"num_fp16_res must be >= 0, got {self.num_fp16_res}")
         if self.truncation_cutoff is not None and self.truncation_cutoff < 0:
             raise ValueError(f"truncation_cutoff must be >= 0 (or None for every layer), got {self.truncation_cutoff}")
 
     def channels(self, resolution: int) -> int:
         return min(self.channel_base // resolution, self.channel_max)
+
+    def reduced(self, resolution: int) -> bool:
+        """Whether G's and D's blocks at ``resolution`` run in the autocast dtype under mixed precision (the
+        ``num_fp16_res`` highest resolutions, never below 8x8, as stylegan2-ada); the others are float32 islands."""
+        return resolution >= max(2 ** (int(math.log2(self.resolution)) + 1 - self.num_fp16_res), 8)
 
     @property
     def num_ws(self) -> int:
@@ -200,6 +211,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     same function (tested)."""
     n = x.shape[0]
     out_ch, in_ch, k, _ = weight.shape
+    if demodulate and reduced_dtype(x.device.type) == torch.float16:
+        # fp16 range (stylegan2-ada): scale weights and styles to at most 1 first; demodulation undoes the scale.
+        weight = weight * (1 / math.sqrt(in_ch * k * k) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     w = weight[None] * styles[:, None, :, None, None]  # [N, O, I, k, k]
     dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() if demodulate else None  # [N, O]
     if not fused:
@@ -261,9 +276,9 @@ class SynthesisBlock(nn.Module):
     up-sampled image so far."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 conv_clamp: float | None = None):
+                 conv_clamp: float | None = None, reduced: bool = True):
         super().__init__()
-        self.in_channels = in_channels
+        self.in_channels, self.reduced = in_channels, reduced
         self.register_buffer("resample_filter", fir_filter())
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
@@ -274,15 +289,20 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
 
     def forward(self, x, img, ws: torch.Tensor, noise_mode: str, fused: bool):
-        """``ws`` [N, num_conv + 1, w_dim]: one per conv, then the toRGB's."""
-        if self.in_channels == 0:
-            x = self.const.to(ws.dtype)[None].expand(ws.shape[0], -1, -1, -1)
-            x = self.conv1(x, ws[:, 0], noise_mode, fused)
-        else:
-            x = self.conv0(x, ws[:, 0], noise_mode, fused)
-            x = self.conv1(x, ws[:, 1], noise_mode, fused)
-        y = self.torgb(x, ws[:, self.num_conv], fused)
-        img = y if img is None else upsample2d(img, self.resample_filter) + y
+        """``ws`` [N, num_conv + 1, w_dim]: one per conv, then the toRGB's. Under mixed precision a block that is
+        not ``reduced`` is a float32 island, and the image sum is float32 in every block."""
+        with contextlib.nullcontext() if self.reduced else island(ws):
+            if not self.reduced and x is not None:
+                x = x.float()
+            if self.in_channels == 0:
+                x = self.const.to(ws.dtype)[None].expand(ws.shape[0], -1, -1, -1)
+                x = self.conv1(x, ws[:, 0], noise_mode, fused)
+            else:
+                x = self.conv0(x, ws[:, 0], noise_mode, fused)
+                x = self.conv1(x, ws[:, 1], noise_mode, fused)
+            y = self.torgb(x, ws[:, self.num_conv], fused)
+        with island(y):
+            img = y.float() if img is None else upsample2d(img.float(), self.resample_filter) + y.float()
         return x, img
 
 
@@ -294,7 +314,8 @@ class SynthesisNetwork(nn.Module):
         self.resolutions = [2 ** i for i in range(2, int(math.log2(cfg.resolution)) + 1)]
         for res in self.resolutions:
             in_channels = cfg.channels(res // 2) if res > 4 else 0
-            block = SynthesisBlock(in_channels, cfg.channels(res), cfg.w_dim, res, cfg.img_channels, cfg.conv_clamp)
+            block = SynthesisBlock(in_channels, cfg.channels(res), cfg.w_dim, res, cfg.img_channels, cfg.conv_clamp,
+                                   reduced=cfg.reduced(res))
             setattr(self, f"b{res}", block)
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", fused: bool = True) -> torch.Tensor:
@@ -332,15 +353,17 @@ class MappingNetwork(nn.Module):
                 self.register_buffer("w_avg_class", torch.zeros(c_dim, w_dim))
 
     def forward(self, z: torch.Tensor | None, c: torch.Tensor | None, track: bool = True) -> torch.Tensor:
-        """W [N, w_dim]; in training mode (and ``track``) the averages move towards this batch."""
+        """W [N, w_dim] (float32, also under mixed precision); in training mode (and ``track``) the averages move
+        towards this batch."""
         parts = []
-        if self.z_dim:
-            parts.append(normalize_2nd_moment(z.float()))
-        if self.c_dim:
-            parts.append(normalize_2nd_moment(self.embed(c.float())))
-        x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        for i in range(self.num_layers):
-            x = getattr(self, f"fc{i}")(x)
+        with island(z if z is not None else c):
+            if self.z_dim:
+                parts.append(normalize_2nd_moment(z.float()))
+            if self.c_dim:
+                parts.append(normalize_2nd_moment(self.embed(c.float())))
+            x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            for i in range(self.num_layers):
+                x = getattr(self, f"fc{i}")(x)
         if self.training and track and self.w_avg_beta is not None:
             self._track(x.detach(), c)
         return x
@@ -436,9 +459,9 @@ class DiscriminatorBlock(nn.Module):
     down-sampling 1x1 skip, the two branches summed with gain sqrt(1/2)."""
 
     def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, img_channels: int,
-                 architecture: str, conv_clamp: float | None):
+                 architecture: str, conv_clamp: float | None, reduced: bool = True):
         super().__init__()
-        self.in_channels, self.architecture = in_channels, architecture
+        self.in_channels, self.architecture, self.reduced = in_channels, architecture, reduced
         self.register_buffer("resample_filter", fir_filter())
         if in_channels == 0:
             self.fromrgb = Conv2dLayer(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp)
@@ -448,12 +471,16 @@ class DiscriminatorBlock(nn.Module):
             self.skip = Conv2dLayer(tmp_channels, out_channels, 1, bias=False, down=2)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor) -> torch.Tensor:
-        if self.in_channels == 0:
-            x = self.fromrgb(img)
-        if self.architecture == "resnet":
-            y = self.skip(x, gain=math.sqrt(0.5))
-            return y + self.conv1(self.conv0(x), gain=math.sqrt(0.5))
-        return self.conv1(self.conv0(x))
+        """Under mixed precision a block that is not ``reduced`` is a float32 island."""
+        with contextlib.nullcontext() if self.reduced else island(img):
+            if self.in_channels == 0:
+                x = self.fromrgb(img if self.reduced else img.float())
+            elif not self.reduced:
+                x = x.float()
+            if self.architecture == "resnet":
+                y = self.skip(x, gain=math.sqrt(0.5))
+                return y + self.conv1(self.conv0(x), gain=math.sqrt(0.5))
+            return self.conv1(self.conv0(x))
 
 
 def minibatch_std(x: torch.Tensor, group_size: int, channels: int = 1) -> torch.Tensor:
@@ -482,12 +509,15 @@ class DiscriminatorEpilogue(nn.Module):
         self.out = FullyConnectedLayer(in_channels, cmap_dim or 1)
 
     def forward(self, x: torch.Tensor, cmap: torch.Tensor | None) -> torch.Tensor:
-        if self.mbstd_channels:
-            x = minibatch_std(x, self.mbstd_group, self.mbstd_channels)
-        x = self.out(self.fc(self.conv(x).flatten(1)))
-        if cmap is not None:
-            x = (x * cmap).sum(dim=1, keepdim=True) / math.sqrt(self.cmap_dim)
-        return x[:, 0]
+        """A float32 island under mixed precision (stylegan2-ada's epilogue is float32)."""
+        with island(x):
+            x = x.float()
+            if self.mbstd_channels:
+                x = minibatch_std(x, self.mbstd_group, self.mbstd_channels)
+            x = self.out(self.fc(self.conv(x).flatten(1)))
+            if cmap is not None:
+                x = (x * cmap.to(x.dtype)).sum(dim=1, keepdim=True) / math.sqrt(self.cmap_dim)
+            return x[:, 0]
 
 
 class Discriminator(nn.Module):
@@ -500,7 +530,8 @@ class Discriminator(nn.Module):
         for res in self.resolutions:
             in_channels = cfg.channels(res) if res < cfg.resolution else 0
             setattr(self, f"b{res}", DiscriminatorBlock(in_channels, cfg.channels(res), cfg.channels(res // 2),
-                                                        cfg.img_channels, cfg.d_architecture, cfg.conv_clamp))
+                                                        cfg.img_channels, cfg.d_architecture, cfg.conv_clamp,
+                                                        reduced=cfg.reduced(res)))
         cmap_dim = cfg.channels(4) if cfg.n_classes else 0
         if cfg.n_classes:
             self.mapping = MappingNetwork(0, cfg.n_classes, cmap_dim, cfg.d_mapping_layers, cfg.mapping_lr, None)
@@ -570,6 +601,8 @@ FAMILY = register(Family(
     truncation_info=lambda config: {"meaning": "psi: W is pulled towards the average W (1 = none, < 1 = closer to "
                                     "the average)", "slider": [0.05, 1.0], "none_means": 1.0},
     export=ExportGenerator, ema_buffers="copy",
+    precision_defaults=lambda config, precision: ({"conv_clamp": 256.0} if precision == "fp16"
+                                                  and config.conv_clamp is None else {}),
     discriminator_blocks=lambda D: [getattr(D, f"b{res}") for res in D.resolutions],  # the epilogue b4 not
     discriminator_group=lambda config: config.mbstd_group,
     latent_layers=lambda G: [(m.affine, slice(None), 0) for m in G.synthesis.modules() if hasattr(m, "affine")],

@@ -16,6 +16,7 @@ from ..family import FAMILIES, get_family
 from ..hardware import choose_channels_last, choose_precision, parse_device
 from ..metrics.registry import parse_metrics
 from ..objectives import make_config
+from ..precision import SCOPES
 from ..registry import get_preset
 from ..utils import check_types
 from .finetune import check_source, parse_class_map
@@ -201,8 +202,12 @@ class TrainConfig:
     seed: int = _f(0, "seed for initialisation, data order and noise")
     precision: str = _f("auto", "auto (bf16 where the device computes it natively: CUDA with bf16, CPUs with "
                         "AVX-512-bf16 or AMX; float32 elsewhere), float32, bf16 (autocast), or fp16 (autocast with "
-                        "dynamic loss scaling, for GPUs without bf16). Spectral norm, BN statistics, losses and "
-                        "optimizer state stay float32", choices=PRECISIONS)
+                        "dynamic loss scaling, for GPUs without bf16); bf16 and fp16 follow --precision-scope. Losses "
+                        "and optimizer state stay float32", choices=PRECISIONS)
+    precision_scope: str = _f("family", "under bf16/fp16: family (the family's reference policy: StyleGAN2 reduces "
+                              "only its num_fp16_res highest resolutions and keeps the mappings, image sum and D's "
+                              "epilogue float32; BigGAN keeps spectral norm and BN statistics float32) or all (every "
+                              "layer in the reduced dtype: faster, less exact)", choices=SCOPES)
     channels_last: bool | None = _f(None, "channels_last memory format; default auto: on for CPUs (faster in "
                                     "float32 and bf16) and for CUDA under bf16/fp16")
     compile: bool = _f(False, "torch.compile G and D (inductor); the first iterations are slow while it compiles")
@@ -307,6 +312,8 @@ class TrainConfig:
             raise ValueError(f"sample_truncation must be > 0, got {self.sample_truncation}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision_scope not in SCOPES:
+            raise ValueError(f"precision_scope must be one of {SCOPES}, got {self.precision_scope!r}")
         parse_device(self.device)
         for section in (self.optim, self.ema, self.augment, self.eval, self.guard):
             section.validate()

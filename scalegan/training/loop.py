@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .. import precision
 from ..augment import Augmenter, parse_policy
 from ..data import open_dataset
 from ..family import set_trainable, trainable_parameters
@@ -84,11 +85,15 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def resolve_model_config(cfg: TrainConfig, dataset):
-    """The preset's model config, with classes and channels following the dataset unless overridden."""
+    """The preset's model config, with classes and channels following the dataset, and the fields the family sets
+    for the run's (resolved) precision (StyleGAN2 under fp16: conv_clamp 256), unless overridden."""
     overrides = dict(cfg.model_overrides)
     overrides.setdefault("n_classes", dataset.num_classes)
     overrides.setdefault("img_channels", dataset.channels)
-    return model_config(cfg.model, **overrides)
+    config = model_config(cfg.model, **overrides)
+    defaults = cfg.family.precision_defaults(config, cfg.precision)
+    defaults = {k: v for k, v in defaults.items() if k not in cfg.model_overrides}
+    return model_config(cfg.model, **overrides, **defaults) if defaults else config
 
 
 def open_training_data(cfg: TrainConfig):
@@ -325,7 +330,7 @@ class Run:
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
 
         def autocast():
-            return torch.autocast(self.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None)
+            return precision.autocast(self.device.type, amp_dtype, cfg.precision_scope)
 
         group = None
         if self.info.enabled:
