@@ -6,6 +6,9 @@ class consistency (the share of class-balanced samples it assigns to the request
     python benchmarks/time_to_quality.py --label ttur --train n_d_steps=1 --train lr_d=4e-4 --set ch=16
     python benchmarks/time_to_quality.py --plot benchmarks/results/ttq/*/curve.jsonl --out-png docs/ttq.png
     python benchmarks/time_to_quality.py --table benchmarks/results/ttq/*/curve.jsonl --at 400   # markdown A/B
+    python benchmarks/time_to_quality.py --every-iterations 250 --iterations 1000 --train precision=float32 \
+        --label f32     # equal iterations instead of equal time (A/Bs of numerics: precision policies)
+    python benchmarks/time_to_quality.py --table benchmarks/results/ttq/*/curve.jsonl --at-step 1000
 
 Training runs in chunks of ``--every`` seconds (``time_budget`` k * every, resumed from the previous chunk's
 checkpoint; resuming is exact, so the chunks train what one run would). Only the training steps count as training
@@ -63,11 +66,15 @@ def run(args: argparse.Namespace) -> list[dict]:
                               cache=True)
     train_keys = parse_overrides(args.train)
     records, started = [], time.perf_counter()
-    for k in range(1, int(args.budget // args.every) + 1):
+    by_steps = bool(args.every_iterations)
+    chunks = args.iterations // args.every_iterations if by_steps else int(args.budget // args.every)
+    for k in range(1, chunks + 1):
+        length = {"iterations": k * args.every_iterations, "time_budget": 0} if by_steps else {"iterations": 10**9,
+                                                                             "time_budget": k * args.every}
         cfg = TrainConfig.from_preset(
             args.model, **{**train_keys, "out_dir": str(out / "run"), "seed": args.seed, "device": args.device,
-                           "iterations": 10**9, "time_budget": k * args.every, "resume": k > 1, "sample_every": 0,
-                           "ckpt_every": 0, "keep_checkpoints": 1, "progress": False, "tensorboard": False},
+                           **length, "resume": k > 1, "sample_every": 0, "ckpt_every": 0, "keep_checkpoints": 1,
+                           "progress": False, "tensorboard": False},
             model_overrides=parse_overrides(args.set))
         summary = train(cfg)
         hardware = json.loads((out / "run" / "train_config.json").read_text())["hardware"]
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                   "class_consistency": result["metrics"]["class_accuracy"], "fd": result["metrics"]["fd"],
                   "eval_n": args.eval_n, "eval_seconds": round(time.perf_counter() - t0, 1),
                   "wall_seconds": round(time.perf_counter() - started, 1), "precision": hardware["precision"],
+                  "precision_scope": cfg.precision_scope,
                   "channels_last": hardware["channels_last"], "cpu_kind": describe_cpu(),
                   "machine": machine(args.device), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
         if args.standing_stats:  # the same G with BN statistics recomputed over generated batches
@@ -121,22 +129,25 @@ def plot(curves: list[Path], png: Path) -> None:
     save_figure(fig, png, dpi=110)
 
 
-def table(curves: list[Path], at: float) -> str:
-    """A markdown table: per label, the seeds' class consistency and FD at the evaluation nearest ``at`` seconds."""
+def table(curves: list[Path], at: float, key: str = "train_seconds") -> str:
+    """A markdown table: per label, the seeds' class consistency and FD at the evaluation nearest ``at`` (training
+    seconds, or iterations with ``key="step"``)."""
     arms: dict[str, list[dict]] = {}
     for path in curves:
         rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
-        rows = [r for r in rows if abs(r["train_seconds"] - at) <= 0.05 * at]  # runs that reached `at`
+        rows = [r for r in rows if abs(r[key] - at) <= 0.05 * at]  # runs that reached `at`
         if rows:
-            arms.setdefault(rows[0]["label"], []).append(min(rows, key=lambda r: abs(r["train_seconds"] - at)))
-    lines = ["| arm | changes from the base | seeds | iterations | class consistency | FD |",
-             "|---|---|---|---|---|---|"]
+            arms.setdefault(rows[0]["label"], []).append(min(rows, key=lambda r: abs(r[key] - at)))
+    lines = ["| arm | changes from the base | seeds | iterations | training s | class consistency | FD |",
+             "|---|---|---|---|---|---|---|"]
     for label, rows in sorted(arms.items(), key=lambda kv: -sum(r["class_consistency"] for r in kv[1]) / len(kv[1])):
         rows.sort(key=lambda r: r["seed"])
         changes = " ".join(f"{k}={v}" for k, v in {**rows[0]["train"], **rows[0]["set"]}.items())
         cc = [r["class_consistency"] for r in rows]
         fd = [r["fd"] for r in rows]
+        seconds = [f"{r['train_seconds']:.0f}" for r in rows]
         lines.append(f"| {label} | {changes} | {len(rows)} | {' / '.join(str(r['step']) for r in rows)} | "
+                     f"{' / '.join(seconds)} | "
                      f"{sum(cc) / len(cc):.3f} ({' / '.join(f'{v:.3f}' for v in cc)}) | "
                      f"{sum(fd) / len(fd):.1f} ({' / '.join(f'{v:.1f}' for v in fd)}) |")
     return "\n".join(lines)
@@ -150,6 +161,9 @@ def main() -> int:
     # minutes on a 2-core AVX2-only CPU.
     parser.add_argument("--budget", type=float, default=300, help="training seconds in all")
     parser.add_argument("--every", type=float, default=100, help="training seconds between evaluations")
+    parser.add_argument("--every-iterations", type=int, default=0, metavar="N",
+                        help="evaluate every N iterations up to --iterations instead of by time (equal iterations)")
+    parser.add_argument("--iterations", type=int, default=1000, help="with --every-iterations: iterations in all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", action="append", metavar="KEY=VALUE", help="training config value (repeatable)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config value (repeatable)")
@@ -164,16 +178,21 @@ def main() -> int:
     parser.add_argument("--out-png", default="benchmarks/results/ttq/compare.png", help="with --plot: the PNG")
     parser.add_argument("--table", nargs="+", metavar="CURVE", help="only print a markdown table of these curves")
     parser.add_argument("--at", type=float, default=400, help="with --table: training seconds to compare at")
+    parser.add_argument("--at-step", type=float, help="with --table: compare at this iteration instead")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.table:
-        print(table([Path(p) for p in args.table], args.at))
+        print(table([Path(p) for p in args.table], args.at_step or args.at, "step" if args.at_step else
+                    "train_seconds"))
         return 0
     if args.plot:
         plot([Path(p) for p in args.plot], Path(args.out_png))
         return 0
-    if args.every <= 0 or args.budget < args.every:
+    if args.every_iterations:
+        if args.iterations < args.every_iterations:
+            parser.error("need --every-iterations <= --iterations")
+    elif args.every <= 0 or args.budget < args.every:
         parser.error("need 0 < --every <= --budget")
     run(args)
     return 0
