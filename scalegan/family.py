@@ -22,7 +22,7 @@ Optional hooks:
 - ``fold(G, truncation, dtype)``: an inference-only module with the same ``(z, y)`` function, and
   ``fold_key(config, truncation)``: what a folded module depends on besides G (None: one fold serves every
   truncation; BigGAN-deep's per-truncation statistics: the truncation);
-- ``recalibrate(G, n_batches, batch_size, seed, truncation)``: "standing statistics";
+- ``recalibrate(G, n_batches, batch_size, seed, truncation, class_weights)``: "standing statistics";
 - ``export(G, truncation)``: an eval-mode, float32 module ``(z, y) -> images`` (``(z)`` unconditional) that
   ``torch.onnx.export`` traces with a dynamic batch; attribute ``truncation_baked``: whether the graph holds
   ``truncation``;

@@ -2,6 +2,9 @@
 
 ``invert(G, images)`` searches for a class and a latent whose image matches each input: z for BigGAN and
 BigGAN-deep, W for StyleGAN2 (one W for every layer, then per-layer W+ late in the search of plain inversion).
+The class is decided where it acts: in z for BigGAN; for a conditional model with a W space, whose W already
+holds the class (any class's W reaches about any image), the first half of the search runs in z + class through
+the mapping, picks each image's class there, and the rest refines the mapped W of the winner.
 The search is Adam on the latents only (G is left as it is: eval mode, which writes nothing, and no parameter
 gradients) with several restarts, on a loss of
 
@@ -20,13 +23,15 @@ Class candidates, in this order: the ``classes`` given; else the ``top_k`` class
 highest (``D(x, c)`` for every class); else a ``classifier``'s ``top_k``; else every class (at most
 ``max_classes``), narrowed to ``top_k`` after the first part of the search. The first part (a quarter of the steps)
 runs every restart of every candidate; the rest continues the best restart of each of the ``top_k`` best
-candidates; the lowest final objective (loss + prior) picks the class and latent of each image. (``scalegan
+candidates (W-space models: the best one, the class being decided); the lowest final objective (loss + prior)
+picks the class and latent of each image. (``scalegan
 invert`` passes D only for models of more than 64 classes: on its benchmark, trying every class found the class
 far more often than D's top-k.)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from contextlib import contextmanager
@@ -487,13 +492,19 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
                              steps - steps // 4 if (w_space and wplus) else None, truncation, progress)
         loss_fn = _Loss(degrade, target, classifier, feature_weight)
         n = len(target)
-        first = _first_batch(G, candidates, n, restarts, generator, w_space)
-        split = max(1, steps // 4) if steps > 1 else steps
-        batch, loss, pixel = _optimise(G, loss_fn, first, settings, 0, split, f"{task}: all restarts")
+        in_z = w_space and candidates is not None and candidates.shape[1] > 1  # decide the class in z + class
+        first = _first_batch(G, candidates, n, restarts, generator, w_space and not in_z)
+        split = max(1, steps // (2 if in_z else 4)) if steps > 1 else steps  # z needs longer to tell classes
+        screen = dataclasses.replace(settings, w_space=False, lr=0.05, wplus_from=None) if in_z else settings
+        batch, loss, pixel = _optimise(G, loss_fn, first, screen, 0, split, f"{task}: all restarts")
         per_class = _best_rows(batch.index * (G.config.n_classes + 1) + (0 if batch.y is None else batch.y), loss)
         records = _candidate_records(batch.take(per_class), loss[per_class], pixel[per_class], "screen")
-        keep = _top_per_image(batch.index[per_class], loss[per_class], top_k, per_class)
-        batch, loss, pixel = _optimise(G, loss_fn, batch.take(keep), settings, split, steps, f"{task}: best restarts")
+        keep = _top_per_image(batch.index[per_class], loss[per_class], 1 if in_z else top_k, per_class)
+        batch = batch.take(keep)
+        if in_z:  # the class is decided: refine the winner's W (its class's W space) from here
+            batch = _Batch(batch.index, batch.y, batch.restart, _mapped(G, batch.latent, batch.y),
+                           _w_centre(G, batch.y))
+        batch, loss, pixel = _optimise(G, loss_fn, batch, settings, split, steps, f"{task}: best restarts")
         records.update(_candidate_records(batch, loss, pixel, "final"))
         best = _best_rows(batch.index, loss)
         batch, loss, pixel = batch.take(best), loss[best.to(loss.device)], pixel[best.to(pixel.device)]

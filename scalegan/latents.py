@@ -40,14 +40,19 @@ def sample_z(n: int, z_dim: int, truncation: float | None = None, mode: str = "r
     return truncated_normal((n, z_dim), truncation, generator)
 
 
-def class_labels(n: int, y, n_classes: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
-    """Class indices [n] from ``y``: None (uniform random), an int, or a sequence/tensor of n (or 1) ints;
-    float [n, n_classes] soft labels (class interpolation) pass through."""
+def class_labels(n: int, y, n_classes: int, generator: torch.Generator | None = None,
+                 class_weights: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Class indices [n] from ``y``: None (random: uniform, or drawn from ``class_weights`` [n_classes], e.g. the
+    training data's class counts), an int, or a sequence/tensor of n (or 1) ints; float [n, n_classes] soft labels
+    (class interpolation) pass through. Equal weights draw exactly as uniform does."""
     if not n_classes:
         if y is not None:
             raise ValueError("this generator is unconditional: do not pass classes")
         return None
     if y is None:
+        if class_weights is not None and not is_uniform(class_weights):
+            return torch.multinomial(torch.as_tensor(class_weights, dtype=torch.float64), n, replacement=True,
+                                     generator=generator)
         return torch.randint(0, n_classes, (n,), generator=generator)
     y = torch.as_tensor(y)
     if y.is_floating_point() and y.dim() == 2:
@@ -61,6 +66,31 @@ def class_labels(n: int, y, n_classes: int, generator: torch.Generator | None = 
     if bad.numel():
         raise ValueError(f"class index {int(bad[0])} out of range: this model has classes 0..{n_classes - 1}")
     return y
+
+
+def is_uniform(class_weights) -> bool:
+    """Whether ``class_weights`` (None, or counts / probabilities per class) give every class the same share."""
+    if class_weights is None:
+        return True
+    w = torch.as_tensor(class_weights, dtype=torch.float64)
+    return bool((w == w[0]).all())
+
+
+def quota_labels(n: int, class_weights, n_classes: int) -> torch.Tensor:
+    """``n`` class indices in proportion to ``class_weights`` (None: uniform), without randomness: each class gets
+    its share rounded by largest remainder (ties to the lower class), interleaved evenly. Uniform weights give
+    ``arange(n) % n_classes``, the balanced labels evaluation used before label distributions."""
+    w = torch.ones(n_classes, dtype=torch.float64) if class_weights is None else torch.as_tensor(
+        class_weights, dtype=torch.float64)
+    if w.shape != (n_classes,) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"class weights must be {n_classes} non-negative numbers, not all 0")
+    share = w / w.sum() * n
+    counts = share.floor().long()
+    remainder = share - counts
+    extra = sorted(range(n_classes), key=lambda k: (-float(remainder[k]), k))[: n - int(counts.sum())]
+    counts[extra] += 1
+    places = [((j + 0.5) / int(c), k) for k, c in enumerate(counts.tolist()) for j in range(c)]
+    return torch.tensor([k for _, k in sorted(places)], dtype=torch.int64)
 
 
 # --------------------------------------------------------------------------------------------- latents files

@@ -34,15 +34,16 @@ def resolve_truncation_mode(G, mode: str | None = None) -> str:
 
 
 def draw(G, n: int, y=None, truncation: float | None = None, generator: torch.Generator | None = None,
-         truncation_mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The latents and class labels ``sample`` feeds to ``G``, on the CPU: latents first, then labels."""
+         truncation_mode: str | None = None, class_weights=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The latents and class labels ``sample`` feeds to ``G``, on the CPU: latents first, then labels (random ones
+    uniform, or from ``class_weights``: see ``latents.class_labels``)."""
     if n < 0:
         raise ValueError(f"the number of images must be >= 0, got {n}")
     if truncation is not None and not truncation > 0:
         raise ValueError(f"truncation must be > 0 (or None for none), got {truncation}")
     mode = resolve_truncation_mode(G, truncation_mode)
     latents = get_family(G).draw_latents(G.config, n, truncation, mode, generator)
-    return latents, class_labels(n, y, G.config.n_classes, generator)
+    return latents, class_labels(n, y, G.config.n_classes, generator, class_weights)
 
 
 def render(G, latents: torch.Tensor, y: torch.Tensor | None = None, truncation: float | None = None,

@@ -44,6 +44,7 @@ class ModelInfo:
     n_classes: int
     class_names: tuple[str, ...] = ()
     class_ids: tuple[str, ...] = ()  # WordNet ids of ImageNet models
+    class_counts: tuple[int, ...] = ()  # images per class in the training data (its label distribution)
     source: str = ""  # the path or name it was loaded from
     sha256: str | None = None  # of the weights file, when loaded from one
 
@@ -108,6 +109,11 @@ def read_config(directory: str | os.PathLike) -> tuple[object, dict]:
                 raise ValueError(f"{key} must be a list of strings, got {json.dumps(names)[:80]}")
             if len(names) > config.n_classes:
                 raise ValueError(f"{len(names)} {key.replace('_', ' ')} for a model of {config.n_classes} classes")
+        counts = data.get("class_counts") or []
+        if not isinstance(counts, list) or not all(isinstance(c, int) and c >= 0 for c in counts) or (
+                counts and (len(counts) != config.n_classes or not sum(counts))):
+            raise ValueError(f"class_counts must be {config.n_classes} non-negative integers, got "
+                             f"{json.dumps(counts)[:80]}")
         return config, data
     except (KeyError, TypeError, ValueError) as e:
         raise WeightsError(f"{path} is not a valid scalegan model config: {e}") from e
@@ -163,5 +169,6 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu",
     load_state_dict(G, file)
     info = ModelInfo(family=config.family, resolution=config.resolution, n_classes=config.n_classes,
                      class_names=tuple(data.get("class_names") or ()), class_ids=tuple(data.get("class_ids") or ()),
+                     class_counts=tuple(data.get("class_counts") or ()),
                      source=str(path), sha256=data.get("weights_sha256") if file.name == "model.safetensors" else None)
     return G.to(device).eval(), info

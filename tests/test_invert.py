@@ -106,14 +106,36 @@ def test_classifier_ranks_the_classes_and_adds_a_feature_loss(runs):
     assert all(p.requires_grad for p in classifier.parameters()) and not classifier.training
 
 
-def test_stylegan2_inversion_in_w(runs):
-    """W is searched from the class's average W, then per layer (W+). Bar: 25 dB mean and 20 dB min, lower than
-    BigGAN's 30 because a W search from the average W of a 60-step model is less well conditioned than z, and the
-    class is not asserted: every W is reachable from any class's centre, so W does not identify the class."""
+def test_stylegan2_inversion_decides_the_class_where_it_acts(runs):
+    """Every W is reachable from any class's centre, so W does not identify the class. D's conditional score
+    decides it (what ``scalegan invert`` does when the source has D): generated images give back their class for at
+    least 7 of 8. Without D, every class is screened in z + class (through the mapping, where the class acts) and
+    only the winner is refined in W and W+."""
     G, _ = scalegan.load(runs["stylegan2"])
-    images, _, y = _targets(G, torch.tensor([0, 1, 2]))
-    result = invert(G, images, classes=[0, 1, 2], **SEARCH)
-    assert result.latents.shape == (3, G.config.num_ws, G.config.w_dim)
+    D = load_discriminator(runs["stylegan2"])
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    images, _, _ = _targets(G, y, seed=11)
+    result = invert(G, images, D=D, top_k=1, **SEARCH)
+    assert result.class_source == "discriminator"
+    assert int((result.y.cpu() == y).sum()) >= 7, (result.y.tolist(), y.tolist())
+    assert result.latents.shape == (8, G.config.num_ws, G.config.w_dim)
+    assert torch.allclose(G(result.latents, result.y), result.images, atol=1e-5)
+    screened = invert(G, images[:3], steps=8, restarts=2, seed=0)  # no class given: every class screened in z
+    assert screened.class_source == "all"
+    assert all(len(c) == 3 and sum(r["stage"] == "final" for r in c) == 1 for c in screened.candidates)
+    assert screened.latents.shape == (3, G.config.num_ws, G.config.w_dim)
+    z_rows = [r for c in screened.candidates for r in c if r["stage"] == "screen"]
+    assert len(z_rows) == 6  # the two classes not continued, per image
+
+
+def test_stylegan2_inversion_in_w(runs):
+    """With the class given, W is searched from the class's average W, then per layer (W+). Bar: 25 dB mean and
+    20 dB min, lower than BigGAN's 30 because a W search from the average W of a 60-step model is less well
+    conditioned than z."""
+    G, _ = scalegan.load(runs["stylegan2"])
+    images, _, y = _targets(G, torch.tensor([2, 2, 2]))
+    result = invert(G, images, classes=[2], **SEARCH)
+    assert result.latents.shape == (3, G.config.num_ws, G.config.w_dim) and result.y.tolist() == [2, 2, 2]
     assert float(result.psnr.mean()) >= 25 and float(result.psnr.min()) >= 20, result.psnr
     assert torch.allclose(G(result.latents, result.y), result.images, atol=1e-5)
 

@@ -206,6 +206,8 @@ def test_objective_phases_and_penalties():
     with torch.no_grad():
         fake_logits, real_logits = D(G(batches.z, batches.y), batches.y), D(batches.x, batches.y)
     loss, values = obj.loss(obj.phases[2], 0, batches)
+    assert torch.allclose(values["d_fake_mean"], fake_logits.mean(), atol=1e-5)
+    assert torch.allclose(values["d_real_std"], real_logits.std(), atol=1e-5)
     assert torch.allclose(values["loss_d_fake"], F.softplus(fake_logits).mean(), atol=1e-5)
     assert torch.allclose(values["loss_d_real"], F.softplus(-real_logits).mean(), atol=1e-5)
     # Path length: the running mean moves by pl_decay towards the batch's mean length.

@@ -33,6 +33,18 @@ def test_train_writes_a_complete_run(tiny_npz, tmp_path):
     lines = loss_lines(run)
     assert [x["step"] for x in lines] == [2, 4]
     assert all(math.isfinite(x[k]) for x in lines for k in ("loss_d_real", "loss_d_fake", "loss_g", "img_per_s"))
+    # Early signs of collapse: spectral norms of G's and D's layers, D's logits on reals and fakes.
+    for x in lines:
+        assert x["sv_G_max"] >= x["sv_G_mean"] > 0 and x["sv_D_max"] >= x["sv_D_mean"] > 0
+        assert all(math.isfinite(x[k]) for k in ("d_real_mean", "d_real_std", "d_fake_mean", "d_fake_std"))
+    from scalegan.layers import SpectralNorm
+    from scalegan.training.loop import singular_values
+
+    G, _ = scalegan.create_model("biggan-fmnist", **TINY)
+    svs = [float(m.sv) for m in G.modules() if isinstance(m, SpectralNorm)]
+    with torch.no_grad():
+        next(m for m in G.modules() if isinstance(m, SpectralNorm)).sv.fill_(7.0)
+    assert singular_values(G, "G") == {"sv_G_max": 7.0, "sv_G_mean": pytest.approx((sum(svs[1:]) + 7) / len(svs))}
     resolved = json.loads((run / "train_config.json").read_text())
     assert resolved["model"]["n_classes"] == 3  # follows the dataset, not the preset's 10
     assert resolved["train"]["iterations"] == 4

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..api import load
 from ..data import open_dataset
 from ..metrics.classifier import evaluate_accuracy, load_classifier, save_classifier, train_classifier
-from ..metrics.eval import evaluate_generator, evaluate_sets, load_image_set, make_backbone
+from ..metrics.eval import data_class_weights, evaluate_generator, evaluate_sets, load_image_set, make_backbone
 from ..metrics.registry import DEFAULT_METRICS, METRICS, parse_metrics
 from ..metrics.resize import DEFAULT_RESIZER, RESIZERS
 from ..utils import write_json
@@ -66,6 +66,9 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--fid-method", default="sqrtm", choices=["sqrtm", "eig"],
                    help="matrix square root: scipy sqrtm (reference) or symmetric eigendecomposition (faster)")
     p.add_argument("--no-cache", action="store_true", help="recompute the reference statistics")
+    p.add_argument("--labels", choices=["data", "uniform"], default="data",
+                   help="classes of the generated images: data (in proportion to --ref's labels, when it has the "
+                   "generator's classes) or uniform (balanced)")
     p.add_argument("--report", metavar="FILE", help="also write the JSON result to FILE")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
                    help="channels_last memory format for the feature network (faster on CPU; off by default)")
@@ -105,9 +108,10 @@ def _evaluate_generator(args, metrics: list[str]) -> dict:
     dataset = open_dataset(args.ref, resolution=G.config.resolution, channels=G.config.img_channels,
                            split=args.ref_split, root=args.data_root)
     classifier = load_classifier(args.classifier, device=args.device) if args.classifier else None
+    weights = data_class_weights(dataset, G.config.n_classes) if args.labels == "data" else None
     result = evaluate_generator(G, dataset, metrics, args.n, classifier=classifier, ref_n=args.ref_n,
                                 seed=args.seed, truncation=args.truncation, truncation_mode=args.truncation_mode,
-                                cache=not args.no_cache, progress=True, **_common(args))
+                                cache=not args.no_cache, progress=True, class_weights=weights, **_common(args))
     result["card"].update(generator_path=str(args.source), generator_weights=args.weights,
                           generator_sha256=info.sha256, reference_spec=args.ref)
     return result

@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from ..api import load
 from ..data.base import to_float
 from ..data.folder import decode_image, square
+from ..family import get_family
 from ..invert import TASKS, invert, load_discriminator
 from ..latents import save_latents
 from ..media import save_image
@@ -35,7 +36,8 @@ def add_parser(sub) -> None:
                     "DIR/summary.json, and prints the PSNR of every image (through the degradation: inpainting counts "
                     "the known pixels, superres the low-resolution input). Classes to try: --class, else the top "
                     "--top-k of --classifier, else all (up to 64 classes), else the top --top-k of the discriminator "
-                    "(a run or checkpoint folder has one).")
+                    "(a run or checkpoint folder has one). StyleGAN2: the discriminator decides the class when the "
+                    "source has one; else every class is screened in z + class, where the class acts.")
     add_generator_source(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="input images (PNG, JPEG, ...)")
     add_out_dir(p, "folder for the reconstructions, latents files and summary.json", required=True)
@@ -51,7 +53,8 @@ def add_parser(sub) -> None:
                    "classes (up to 64), or ranked by the discriminator")
     p.add_argument("--classifier", metavar="DIR", help="a train-classifier folder: ranks the classes (when there is "
                    "no --class) and adds a feature loss")
-    p.add_argument("--top-k", type=positive_int, default=3, help="classes searched to the end per image")
+    p.add_argument("--top-k", type=positive_int, help="classes searched to the end per image (default 3; 1 for a "
+                   "model with a W space ranked by its discriminator, which then decides the class)")
     p.add_argument("--restarts", type=positive_int, default=4, help="starting points per class")
     p.add_argument("--search-steps", type=positive_int, default=300, help="Adam steps of the search")
     p.add_argument("--seed", type=any_int, default=0, help="the same seed gives the same restarts")
@@ -132,12 +135,18 @@ def run(args) -> int:
         classes = [resolve_class(c, info.class_names, G.config.n_classes) for c in args.classes]
     images, masks = _inputs(args, G)
     classifier = _classifier(args, G)
-    # Trying every class beats D's top-k where that is affordable (benchmarks/invert_quality.py: D(x, c) ranks the
-    # true class of generated and of real Fashion-MNIST images poorly), so D ranks only models with many classes.
+    # BigGAN: trying every class beats D's top-k where that is affordable (benchmarks/invert_quality.py: D(x, c)
+    # ranks the true class of generated and of real Fashion-MNIST images poorly), so D ranks only models with many
+    # classes. A model with a W space: D's conditional score decides the class (its top 1 unless --top-k), since the
+    # reconstruction alone tells the class less well there (tests/test_invert.py: D's top 1 found 8 of 8 classes of
+    # generated images where screening every class in z found 3 to 8).
     many = G.config.n_classes > MAX_CLASSES
-    D = load_discriminator(args.source, device=args.device) if many and not (classes or classifier) else None
+    w_space = get_family(G).w_space is not None and G.config.n_classes > 1
+    D = load_discriminator(args.source, device=args.device) if (many or w_space) and not (classes or classifier) \
+        else None
+    top_k = args.top_k or (1 if w_space and D is not None else 3)
     result = invert(G, images, classes=classes, D=D, classifier=classifier, task=args.task, mask=masks,
-                    factor=args.factor, restarts=args.restarts, steps=args.search_steps, top_k=args.top_k,
+                    factor=args.factor, restarts=args.restarts, steps=args.search_steps, top_k=top_k,
                     max_classes=MAX_CLASSES, seed=args.seed, progress=True)
     _write(args, info, result)
     return 0

@@ -140,7 +140,8 @@ def run(args) -> int:
         recalibrate = get_family(G).recalibrate
         if recalibrate is None:
             raise ValueError(f"--standing-stats: {info.family} models have no batch statistics to recompute")
-        recalibrate(G, args.standing_stats, args.max_batch, seed=args.seed, truncation=args.truncation)
+        recalibrate(G, args.standing_stats, args.max_batch, seed=args.seed, truncation=args.truncation,
+                    class_weights=torch.tensor(info.class_counts) if info.class_counts else None)
     classes = resolve_classes(G, info, args.classes)
     outputs = Outputs(args.grid, args.png_dir, args.npz, args.save_latents)
     if args.latents:

@@ -18,13 +18,15 @@ class Converter:
     weights, **options)`` gives a scalegan generator (``weights``: "G_ema" or "G" where the format holds both);
     ``reads`` says what it reads, for the error of an unknown file; ``options``: the format's own keyword options of
     ``convert``, as ``scalegan convert`` flags ``(flag, argparse keywords)`` (the flag's name, less ``--``, is the
-    keyword)."""
+    keyword). ``networks(path)``, for formats that hold a whole training state: every network the file has, as
+    scalegan modules keyed ``G``, ``G_ema``, ``D`` (fine-tuning with ``--init-from`` starts all three from it)."""
 
     name: str
     detect: Callable[[Path], bool]
     convert: Callable[..., torch.nn.Module]
     reads: str
     options: tuple[tuple[str, dict], ...] = ()
+    networks: Callable[[Path], dict[str, torch.nn.Module]] | None = None
 
 
 CONVERTERS: dict[str, Converter] = {}

@@ -412,8 +412,20 @@ def convert_pickle(path: str | os.PathLike, weights: str = "G_ema", class_center
     return generator_from_pickle(read_network_pickle(path), weights, class_centers, source=str(path))
 
 
+def pickle_networks(path: str | os.PathLike) -> dict[str, torch.nn.Module]:
+    """Every network of a network pickle (``G``, ``G_ema`` and ``D``; ``D`` left out when the pickle has none), read
+    once: what ``--init-from PICKLE`` fine-tunes from. ``G_ema``'s class centres are NVlabs' average W."""
+    data, source = read_network_pickle(path), str(path)
+    networks = {name: generator_from_pickle(data, name, source=source) for name in ("G", "G_ema")
+                if data.get(name) is not None}
+    if data.get("D") is not None:
+        networks["D"] = discriminator_from_pickle(data, source=source)
+    return networks
+
+
 register_converter(Converter(
     "stylegan2-ada-pytorch", detect=lambda p: p.is_file() and p.suffix == ".pkl", convert=convert_pickle,
+    networks=pickle_networks,
     reads="a stylegan2-ada-pytorch network .pkl",
     options=(("--class-centers", dict(choices=["w_avg", "mean"], default="w_avg", help="StyleGAN2-ADA conditional "
               "pickles: the truncation centre of each class, w_avg (NVlabs' one average W: the same images as "

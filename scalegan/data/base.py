@@ -59,6 +59,16 @@ class ImageDataset(Dataset):
         """How many source images were left out because they could not be read."""
         return 0
 
+    def class_counts(self) -> torch.Tensor | None:
+        """Images per class, int64 [num_classes], from the labels alone (no image is decoded); None when the
+        dataset is unlabelled."""
+        if not self.num_classes:
+            return None
+        labels = self.tensors[1] if self.tensors is not None else getattr(self, "labels", None)
+        if labels is None:
+            raise NotImplementedError(f"{type(self).__name__} does not say its class counts")
+        return torch.bincount(torch.as_tensor(labels).reshape(-1), minlength=self.num_classes)[: self.num_classes]
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary, written beside training runs so a run records what it trained on."""
         return {

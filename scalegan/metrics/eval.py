@@ -33,6 +33,7 @@ import torch
 from ..data import DatasetError, FolderImageDataset
 from ..data.folder import decode_image
 from ..data.npz import load_npz
+from ..latents import is_uniform
 from ..sampling import resolve_truncation_mode
 from ..utils import __version__, atomic_path, cache_dir
 from . import scores
@@ -347,12 +348,15 @@ def evaluate_generator(
     fid_method: str = "sqrtm",
     cache: bool = True,
     progress: bool = False,
+    class_weights=None,
 ) -> dict[str, Any]:
     """Metrics of generator `G` against `ref` (a dataset or `ReferenceStats`) from `n` generated images.
 
     The images are `generated_batches(G, n, seed=seed, truncation=truncation, truncation_mode=...)`: classes balanced
     (`i % n_classes`) for a conditional G, seeded per chunk of 100 images, so results do not depend on
-    `batch_size`. `backbone` defaults to the Inception network (`inception_weights`, `resizer`); `classifier` (a
+    `batch_size`. With `class_weights` (the training data's class counts) the classes follow the data's label
+    distribution instead, as the metrics compare with the data (not for `ifid`, which stays per class balanced).
+    `backbone` defaults to the Inception network (`inception_weights`, `resizer`); `classifier` (a
     `SmallClassifier`, default: the backbone's when it is one) enables `acc`, which equals
     `class_consistency(G, classifier, n // n_classes, seed=seed, truncation=truncation)["accuracy"]` when n is a
     multiple of n_classes. Returns `{"metrics": {...}, "card": {...}}`; both are JSON-able."""
@@ -364,8 +368,10 @@ def evaluate_generator(
     started = time.time()
     reference = as_reference(ref, backbone, names, ref_n, batch_size, cache)
     accuracy = ClassAccuracy(classifier, G.config.n_classes) if classifier is not None else None
+    if "ifid" in names or is_uniform(class_weights):
+        class_weights = None
     batches = generated_batches(G, n, seed=seed, truncation=truncation, truncation_mode=truncation_mode,
-                                batch_size=batch_size)
+                                batch_size=batch_size, class_weights=class_weights)
     if accuracy is not None:
         batches = accuracy.observe(batches)
     fake, fake_by_class = extract(
@@ -383,8 +389,16 @@ def evaluate_generator(
         kid_subset_size=min(kid_subset_size, n, len(reference.stats.features)), k_pr=k_pr, k_dc=k_dc,
         fid_method=fid_method, seconds=time.time() - started,
     )
-    card.update(_generator_card(G, truncation, truncation_mode, seed, batch_size))
+    card.update(_generator_card(G, truncation, truncation_mode, seed, batch_size, class_weights))
     return {"metrics": values, "card": card}
+
+
+def data_class_weights(dataset: Any, n_classes: int) -> torch.Tensor | None:
+    """The class counts generated images should follow to compare with ``dataset``: its own, when it is labelled
+    with the generator's ``n_classes`` classes; else None (balanced)."""
+    if not n_classes or getattr(dataset, "num_classes", 0) != n_classes:
+        return None
+    return dataset.class_counts()
 
 
 def _check_generator_metrics(G: Any, names: list[str], backbone: Any, classifier: Any) -> Any:
@@ -405,14 +419,16 @@ def _check_generator_metrics(G: Any, names: list[str], backbone: Any, classifier
 
 
 def _generator_card(
-    G: Any, truncation: float | None, truncation_mode: str | None, seed: int, batch_size: int
+    G: Any, truncation: float | None, truncation_mode: str | None, seed: int, batch_size: int, class_weights=None
 ) -> dict[str, Any]:
     n_classes = int(getattr(G.config, "n_classes", 0) or 0)
     return {
         "generator": {
             "resolution": getattr(G.config, "resolution", None),
             "n_classes": n_classes,
-            "class_balance": "i % n_classes" if n_classes else None,
+            "class_balance": (None if not n_classes else "i % n_classes" if class_weights is None else
+                              "the training data's label distribution: "
+                              f"{[int(c) for c in torch.as_tensor(class_weights).tolist()]}"),
         },
         "truncation": truncation,
         "truncation_mode": resolve_truncation_mode(G, truncation_mode) if truncation is not None else None,

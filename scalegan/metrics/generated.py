@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..latents import quota_labels
 from ..sampling import sample
 
 SEED_CHUNK = 100  # generated images per seeded draw: fixed, so that no result depends on the batch size
@@ -26,16 +27,19 @@ def generated_batches(
     truncation: float | None = None,
     truncation_mode: str | None = None,
     batch_size: int = SEED_CHUNK,
+    class_weights=None,
 ):
     """The `n` images every generator metric is measured on (FID and co., `acc`, `class_consistency`), as
     batches `(float images in [-1, 1] [k, C, H, W] on the CPU, int64 classes [k] or None)` of `batch_size`.
 
-    Image i has class `i % n_classes` (none for an unconditional G). Images are drawn in chunks of 100 (the last
+    Image i has class `i % n_classes` (none for an unconditional G), or with `class_weights` (the training data's
+    class counts) the classes in those proportions, fixed and interleaved (`latents.quota_labels`; equal weights
+    give `i % n_classes` again). Images are drawn in chunks of 100 (the last
     may be shorter): chunk j is `sample(G, k, y=its classes, truncation=truncation, seed=s_j,
     truncation_mode=truncation_mode)` with G in eval mode and `s_j = SeedSequence([seed, j])`. So the images
     depend on G, n, seed and truncation, not on batch_size."""
     n_classes = int(getattr(G.config, "n_classes", 0) or 0)
-    labels = torch.arange(n) % n_classes if n_classes else None
+    labels = quota_labels(n, class_weights, n_classes) if n_classes else None
     was_training = G.training
     G.eval()
     try:

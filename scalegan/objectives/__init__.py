@@ -64,6 +64,7 @@ class Context:
     batch_size: int  # images per micro-batch on this rank
     seed: int
     group: Any = None  # the process group under torchrun, else None
+    class_weights: Any = None  # the class counts generated labels follow (None: uniform)
 
 
 class Draw(typing.Protocol):
@@ -114,3 +115,11 @@ def lazy_ratio(phases: tuple[Phase, ...], network: str) -> float:
     if len(intervals) > 1:
         raise ValueError(f"phases of {network} use several lazy intervals {sorted(intervals)}: use one")
     return (lambda k: k / (k + 1))(intervals.pop()) if intervals else 1.0
+
+
+def logit_stats(real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+    """D's logits on reals and fakes as the log shows them (mean and spread, detached): a D that separates them
+    ever further, or collapses onto one value, shows here before the samples do."""
+    real, fake = real.detach().float(), fake.detach().float()
+    return {"d_real_mean": real.mean(), "d_real_std": real.std() if real.numel() > 1 else real.new_zeros(()),
+            "d_fake_mean": fake.mean(), "d_fake_std": fake.std() if fake.numel() > 1 else fake.new_zeros(())}

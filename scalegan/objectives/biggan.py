@@ -15,7 +15,7 @@ from ..layers import SpectralNorm, batch_norms, set_cross_replica_bn
 from ..losses import LOSSES
 from ..regularizers import LeCam, class_embeddings, orthogonal_penalty
 from ..sampling import draw
-from . import Context, Draw, Nets, Objective, Phase
+from . import Context, Draw, Nets, Objective, Phase, logit_stats
 
 
 def _f(default, help: str, **kw):
@@ -114,7 +114,8 @@ class BigGANObjective(Objective):
         loss = loss_real + loss_fake
         if self.lecam is not None:
             loss = loss + self.lecam(d_real, d_fake)
-        return loss, {"loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach()}
+        return loss, {"loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(),
+                      **logit_stats(d_real, d_fake)}
 
     def _g_loss(self, draw: Draw):
         """Not exact under accumulation: G's batch norms normalise each micro-batch with its own statistics."""
@@ -137,7 +138,8 @@ class BigGANObjective(Objective):
         if not self.config.standing_stats:
             return G
         G = copy.deepcopy(G)  # deep copies normalise locally (no cross-replica group)
-        standing_stats(G, self.config.standing_stats, self.ctx.batch_size, seed=self.ctx.seed)
+        standing_stats(G, self.config.standing_stats, self.ctx.batch_size, seed=self.ctx.seed,
+                       class_weights=self.ctx.class_weights)
         return G
 
     def state_dict(self) -> dict:
@@ -155,8 +157,9 @@ def draw_z(config, n: int, truncation: float | None, mode: str, generator: torch
 
 @torch.no_grad()
 def standing_stats(G: nn.Module, n_batches: int = 16, batch_size: int = 64, seed: int = 0,
-                   truncation: float | None = None) -> None:
-    """Recompute every BN's running statistics as the plain average over ``n_batches`` generated batches.
+                   truncation: float | None = None, class_weights=None) -> None:
+    """Recompute every BN's running statistics as the plain average over ``n_batches`` generated batches, their
+    classes drawn as in training (``class_weights``: the data's class counts; None: uniform).
 
     Only the BN layers run in training mode, so spectral-norm vectors are left untouched. G ends in eval mode."""
     bns = batch_norms(G)
@@ -169,7 +172,7 @@ def standing_stats(G: nn.Module, n_batches: int = 16, batch_size: int = 64, seed
     generator = torch.Generator().manual_seed(seed)
     device = next(G.parameters()).device
     for _ in range(n_batches):  # latents as scalegan.sample draws them (the model's truncation mode)
-        z, y = draw(G, batch_size, None, truncation, generator)
+        z, y = draw(G, batch_size, None, truncation, generator, class_weights=class_weights)
         G(z.to(device), y.to(device) if y is not None else None)
     for bn, momentum in zip(bns, saved):
         bn.momentum = momentum

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..regularizers import LeCam
-from . import Context, Draw, Nets, Objective, Phase
+from . import Context, Draw, Nets, Objective, Phase, logit_stats
 
 
 def _f(default, help: str):
@@ -132,7 +132,8 @@ class StyleGAN2Objective(Objective):
         if self.lecam is not None:
             loss = loss + self.lecam(real_logits, fake_logits)
         return loss, {"loss_d_fake": loss_fake.detach(), "loss_d_real": loss_real.detach(),
-                                       "d_real_sign": real_logits.detach().sign().mean()}
+                                       "d_real_sign": real_logits.detach().sign().mean(),
+                                       **logit_stats(real_logits, fake_logits)}
 
     def _d_reg(self, draw: Draw):
         """R1: gamma / 2 times the squared gradient of D's output with respect to real images."""

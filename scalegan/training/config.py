@@ -19,7 +19,7 @@ from ..objectives import make_config
 from ..precision import SCOPES
 from ..registry import get_preset
 from ..utils import check_types
-from .finetune import check_source, parse_class_map
+from .finetune import FINETUNE_DEFAULTS, check_source, parse_class_map
 
 PRECISIONS = ("auto", "float32", "bf16", "fp16")
 
@@ -136,6 +136,10 @@ class FinetuneConfig:
     def validate(self, resume: bool = False) -> None:
         if self.freeze_d < 0 or (self.d_warmup is not None and self.d_warmup < 0):
             raise ValueError(f"freeze_d and d_warmup must be >= 0, got {self.freeze_d}, {self.d_warmup}")
+        if self.freeze_d and not self.init_from:
+            raise ValueError(f"--freeze-d {self.freeze_d}: without --init-from, D starts from random weights and "
+                             "freezing random layers only removes capacity; fine-tune from a source with D "
+                             "(--init-from RUN, a checkpoint or a network pickle), or drop --freeze-d")
         if self.class_map is not None or self.d_warmup is not None:
             if self.init_from is None:
                 raise ValueError("class_map and d_warmup need init_from: pass --init-from SOURCE")
@@ -204,6 +208,9 @@ class TrainConfig:
                         "AVX-512-bf16 or AMX; float32 elsewhere), float32, bf16 (autocast), or fp16 (autocast with "
                         "dynamic loss scaling, for GPUs without bf16); bf16 and fp16 follow --precision-scope. Losses "
                         "and optimizer state stay float32", choices=PRECISIONS)
+    fake_labels: str = _f("data", "classes of generated images in training, standing statistics and evaluation: "
+                          "data (drawn from the dataset's label distribution, as stylegan2-ada) or uniform",
+                          choices=("data", "uniform"))
     precision_scope: str = _f("family", "under bf16/fp16: family (the family's reference policy: StyleGAN2 reduces "
                               "only its num_fp16_res highest resolutions and keeps the mappings, image sum and D's "
                               "epilogue float32; BigGAN keeps spectral norm and BN statistics float32) or all (every "
@@ -277,6 +284,8 @@ class TrainConfig:
         """Defaults, then the preset's training values, then ``overrides`` (objective sections merge)."""
         preset = dict(get_preset(model).get("train", {}))
         overrides = flatten(upgrade(overrides))
+        if overrides.get("init_from"):  # fine-tuning a trained network: stylegan2-ada's resume settings
+            overrides = {**FINETUNE_DEFAULTS, **overrides}
         objective = {**preset.pop("objective", {}), **dict(overrides.pop("objective", None) or {})}
         return cls.from_dict({"model": model, **flatten(preset), **overrides, "objective": objective})
 
@@ -312,6 +321,8 @@ class TrainConfig:
             raise ValueError(f"sample_truncation must be > 0, got {self.sample_truncation}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.fake_labels not in ("data", "uniform"):
+            raise ValueError(f"fake_labels must be 'data' or 'uniform', got {self.fake_labels!r}")
         if self.precision_scope not in SCOPES:
             raise ValueError(f"precision_scope must be one of {SCOPES}, got {self.precision_scope!r}")
         parse_device(self.device)

@@ -1,8 +1,14 @@
 """Fine-tuning: a run that starts from another model's weights (``--init-from SOURCE``) instead of random ones.
 
-SOURCE is a run folder (its newest checkpoint: G, G_ema and D), a checkpoint folder (the same), a weights folder, a
-``.safetensors`` file or a pretrained name / foreign checkpoint (the generator only: D starts fresh and, by
-default, trains alone for ``DEFAULT_WARMUP`` iterations while G is frozen). The source must be of the model's
+SOURCE is a run folder (its newest checkpoint: G, G_ema and D), a checkpoint folder (the same), a foreign checkpoint
+that holds a whole training state (a stylegan2-ada network pickle: G, G_ema and D), a weights folder, a
+``.safetensors`` file or a pretrained name (the generator only: D starts fresh and, by default, trains alone for
+``DEFAULT_WARMUP`` iterations while G is frozen; ``--freeze-d`` is refused then, since freezing untrained layers
+only removes capacity).
+
+A run that starts from a source sets stylegan2-ada's resume settings unless they are given (``FINETUNE_DEFAULTS``,
+applied by ``TrainConfig.from_preset``): ADA's p moves at 100 kimg instead of 500, and G_ema has no ramp-up (it
+starts from a trained average). The source must be of the model's
 family and architecture; only the class count may differ. The tensors whose shape follows ``n_classes`` (found by
 building the model at two other class counts, so no family is named here: BigGAN's shared embedding and D's
 projection table, StyleGAN2's class-embedding layers) are mapped class by class (``--class-map NEW:OLD,...``) or
@@ -25,6 +31,7 @@ import torch
 from torch import nn
 
 from ..api import load
+from ..convert import CONVERTERS
 from ..family import get_family, saved_state
 from ..manifest import check_folder, read_manifest
 from ..pretrained import PRETRAINED
@@ -33,6 +40,7 @@ from ..utils import key_mismatch, read_json, sha256_file
 from ..weights import WeightsError, read_config, read_safetensors, resolve_weights_dir
 
 DEFAULT_WARMUP = 200  # D-only iterations when D starts fresh: long enough for its logits to mean something
+FINETUNE_DEFAULTS = {"ada_kimg": 100.0, "ema_rampup": 0.0}  # stylegan2-ada's --resume settings
 SOURCE_HELP = "pass a run folder, a checkpoint folder, a weights folder, a .safetensors file or a pretrained name"
 
 
@@ -108,7 +116,13 @@ def open_source(spec: str) -> Source:
     """Read SOURCE: the model config and the state dicts it holds (one clear error when it cannot be used)."""
     check_source(spec)
     resolved = resolve_source(spec)
-    if resolved.kind != "weights":  # pretrained names and foreign checkpoints load through the one loader
+    networks = CONVERTERS[resolved.format].networks if resolved.kind == "foreign" else None
+    if networks is not None:  # a foreign training state: every network it has
+        modules = networks(resolved.path)
+        digest = sha256_file(resolved.path)
+        return Source(spec, resolved.kind, modules["G"].config, {k: saved_state(m) for k, m in modules.items()},
+                      {k: digest for k in modules})
+    if resolved.kind != "weights":  # pretrained names and other foreign checkpoints load through the one loader
         G, info = load(resolved, weights="G")
         return Source(spec, resolved.kind, G.config, {"G": saved_state(G)}, {"G": info.sha256})
     path = resolved.path
@@ -221,6 +235,10 @@ def init_models(cfg, modules: dict[str, nn.Module]) -> dict:
         transfer(modules["G_ema"], source.tensors[ema], class_dims(family.generator, config), rows, ema, source)
         started["G_ema"] = ema
     fresh_d = started["D"] is None
+    if fresh_d and cfg.finetune.freeze_d:
+        raise ValueError(f"--freeze-d {cfg.finetune.freeze_d}: {source.spec} holds no discriminator, so D starts "
+                         "from random weights, and freezing random layers only removes capacity; drop --freeze-d, "
+                         "or start from a source with D (a run, a checkpoint or a network pickle)")
     warmup = cfg.finetune.d_warmup if cfg.finetune.d_warmup is not None else (DEFAULT_WARMUP if fresh_d else 0)
     return {"source": source.spec, "kind": source.kind, "folder": source.folder, "step": source.step,
             "sha256": source.sha256,

@@ -31,8 +31,9 @@ from .. import precision
 from ..augment import Augmenter, parse_policy
 from ..data import open_dataset
 from ..family import set_trainable, trainable_parameters
+from ..layers import SpectralNorm
 from ..media import make_grid, save_image
-from ..metrics.eval import as_reference, evaluate_generator, make_backbone
+from ..metrics.eval import as_reference, data_class_weights, evaluate_generator, make_backbone
 from ..metrics.registry import lower_is_better, parse_metrics, result_names
 from ..objectives import Context, Nets, Phase, lazy_ratio
 from ..registry import model_config
@@ -122,13 +123,23 @@ def _stop_on_signals(flag: dict):
             signal.signal(s, h)
 
 
+def singular_values(net: nn.Module, name: str) -> dict[str, float]:
+    """The largest and mean of the largest singular values of ``net``'s spectrally normalised layers, as their last
+    training-mode power iteration estimated them (BigGAN-PyTorch's collapse diagnostic: they climb sharply before
+    training collapses); nothing for a network without spectral norm."""
+    values = [float(m.sv) for m in net.modules() if isinstance(m, SpectralNorm)]
+    if not values:
+        return {}
+    return {f"sv_{name}_max": max(values), f"sv_{name}_mean": sum(values) / len(values)}
+
+
 class Batches:
     """The batches phases draw (the ``objectives.Draw`` protocol): this rank's slice of every global batch of real
     images (from the data stream) and of noise (one seeded stream of global batches)."""
 
     def __init__(self, stream: BatchStream, noise: torch.Generator, G: nn.Module, batch_size: int, info: DistInfo,
-                 device: torch.device, memory_format):
-        self.stream, self.noise_rng, self.G = stream, noise, G
+                 device: torch.device, memory_format, class_weights: torch.Tensor | None = None):
+        self.stream, self.noise_rng, self.G, self.class_weights = stream, noise, G, class_weights
         self.batch_size, self.info, self.device, self.memory_format = batch_size, info, device, memory_format
         self.real_images = 0  # real images drawn over all ranks, for the images/s figure
 
@@ -139,7 +150,8 @@ class Batches:
 
     def noise(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         bs, rank = self.batch_size, self.info.rank
-        latents, y = draw(self.G, bs * self.info.world_size, generator=self.noise_rng)
+        latents, y = draw(self.G, bs * self.info.world_size, generator=self.noise_rng,
+                          class_weights=self.class_weights)
         mine = slice(rank * bs, (rank + 1) * bs)
         return latents[mine].to(self.device), (y[mine].to(self.device) if y is not None else None)
 
@@ -222,6 +234,12 @@ class Run:
             raise ValueError(f"--resume: the model config differs from the checkpoint's ({ckpt / 'config.json'}); "
                              "resume with the same --model and --set flags")
         self.class_names = list(self.dataset.class_names) if self.mcfg.n_classes else []
+        counts = self.dataset.class_counts() if self.mcfg.n_classes and self.dataset.num_classes else None
+        if counts is not None:  # a model with more classes than the data (--set n_classes): none of those
+            counts = torch.cat([counts, counts.new_zeros(max(self.mcfg.n_classes - len(counts), 0))])
+        self.class_counts = counts.tolist() if counts is not None else []  # saved with every checkpoint
+        # Generated images' classes follow the data's label distribution (stylegan2-ada), or are uniform.
+        self.class_weights = counts if counts is not None and cfg.fake_labels == "data" else None
         self._build_models()
         state = load_checkpoint(ckpt, self.modules, verify=False) if ckpt is not None else None
         self._build_training(state)
@@ -279,7 +297,7 @@ class Run:
         self.stream = BatchStream(self.dataset, cfg.batch_size, cfg.seed, cfg.num_workers, **stream_state,
                                   rank=info.rank, world_size=info.world_size)
         self.batches = Batches(self.stream, self.noise, self.G, cfg.batch_size, info, self.device,
-                               self.memory_format)
+                               self.memory_format, self.class_weights)
         self.nets = self._wrap()
         self.images_per_iteration = cfg.batch_size * cfg.num_accumulations * info.world_size
         self.augmenter = self._make_augmenter(state)
@@ -337,7 +355,8 @@ class Run:
             from torch.distributed import group as groups
 
             group = groups.WORLD
-        ctx = Context(self.device, autocast, self.augmenter, cfg.num_accumulations, cfg.batch_size, cfg.seed, group)
+        ctx = Context(self.device, autocast, self.augmenter, cfg.num_accumulations, cfg.batch_size, cfg.seed, group,
+                      self.class_weights)
         return cfg.family.objective(cfg.objective_config(), self.nets, ctx)
 
     def _make_optimizers(self):
@@ -491,9 +510,11 @@ class Run:
             values["elapsed_s"] = self.elapsed
             if self.augmenter is not None and self.augmenter.ada:
                 values["augment_p"] = self.augmenter.p
+            values.update(singular_values(self.G, "G") | singular_values(self.D, "D"))
             self.logger.scalars(self.step, values)
             extra = {"p": f"{values['augment_p']:.3f}"} if "augment_p" in values else {}
-            bar.set_postfix({k: f"{values[k]:.3f}" for k in keys} | {"img_s": f"{values['img_per_s']:.0f}"} | extra)
+            losses = [k for k in keys if k.startswith("loss")]
+            bar.set_postfix({k: f"{values[k]:.3f}" for k in losses} | {"img_s": f"{values['img_per_s']:.0f}"} | extra)
         self.sums, self.counts = {}, {}
         self.last = {"time": now, "step": self.step, "images": self.batches.real_images}
 
@@ -524,6 +545,7 @@ class Run:
         try:
             return save_checkpoint(self.dir, self.step, {**self.modules, "model": Gs or self.sampler()}, state,
                                    self.mcfg, keep=self.cfg.keep_checkpoints, class_names=self.class_names,
+                                   class_counts=self.class_counts, fake_labels=self.cfg.fake_labels,
                                    dataset=self.dataset.describe(), name=name, **extra)
         except OSError as e:  # a full disk, an I/O error: the previous checkpoints and `latest` are untouched
             kept = latest_checkpoint_name(self.dir)
@@ -581,6 +603,7 @@ class Evaluator:
             ref = open_dataset(cfg.eval.ref, resolution=mcfg.resolution, channels=mcfg.img_channels,
                                root=cfg.data_root)
         self.reference = as_reference(ref, self.backbone, self.metrics, cfg.eval.ref_n, 100, cache=True)
+        self.class_weights = data_class_weights(ref, mcfg.n_classes) if cfg.fake_labels == "data" else None
         self.classifier = self.backbone.model if self.backbone.name == "classifier" else None
 
     def better(self, value: float, old: float) -> bool:
@@ -588,4 +611,4 @@ class Evaluator:
 
     def __call__(self, G) -> dict:
         return evaluate_generator(G, self.reference, self.metrics, self.cfg.eval.n, backbone=self.backbone,
-                                  classifier=self.classifier, seed=self.cfg.seed)
+                                  classifier=self.classifier, seed=self.cfg.seed, class_weights=self.class_weights)
