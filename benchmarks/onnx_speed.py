@@ -30,10 +30,11 @@ from scalegan.family import get_family
 
 
 @torch.no_grad()
-def random_model(name: str, seed: int = 0):
-    """A full-size eval-mode generator of preset ``name`` whose buffers matter (not their initial values)."""
+def random_model(name: str, seed: int = 0, **overrides):
+    """An eval-mode generator of preset ``name`` (full size unless ``overrides`` change it) whose buffers matter
+    (not their initial values)."""
     torch.manual_seed(seed)
-    G = scalegan.create_model(name)[0].eval()
+    G = scalegan.create_model(name, **overrides)[0].eval()
     g = torch.Generator().manual_seed(seed + 1)
     for key, value in G.state_dict().items():
         if key.endswith(("running_mean", "w_avg", "w_avg_class")):
