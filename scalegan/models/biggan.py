@@ -304,7 +304,9 @@ FAMILY = register(Family(
 # --------------------------------------------------------------------------------------------- presets
 _IMAGENET = dict(n_classes=1000, img_channels=3, ch=96, d_ch=96, shared_dim=128, hier=True,
                  bn_eps=1e-5, sn_eps=1e-6, init="ortho")
-# BigGAN-PyTorch's ImageNet script (launch_BigGAN_bs256x8.sh); BigGAN-deep's presets use it too.
+# BigGAN-PyTorch's ImageNet script (launch_BigGAN_bs256x8.sh), except orthogonal regularisation: that script passes
+# --G_ortho 0.0, the paper uses beta = 1e-4 (scalegan's g_ortho is the paper's beta; BigGAN-PyTorch's --G_ortho b
+# is our b / 2, see tests/test_reference_parity.py). BigGAN-deep's presets use it too.
 IMAGENET_TRAIN = dict(batch_size=256, num_accumulations=8, lr_g=1e-4, lr_d=4e-4, adam_eps=1e-6, ema_decay=0.9999,
                       ema_start=20000, objective=dict(n_d_steps=1, g_ortho=1e-4))
 
