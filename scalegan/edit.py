@@ -1,17 +1,19 @@
 """Editing: closed-form directions (SeFa), edits along them, class morphs at a fixed latent, and walks.
 
-SeFa (Shen & Zhou 2021, "Closed-Form Factorization of Latent Semantics in GANs"): the layers that first take the
-latent map it linearly, ``A z``; the directions ``n`` that change their output most (``max ||A n||``, ``||n|| = 1``)
-are the top eigenvectors of ``A^T A``. Where several layers take the latent, their weights are stacked (rows of
-``A``). ``A`` holds the weights as the eval-mode forward applies them (spectral norm divided out, the equalised
-learning rate's gain multiplied in), so ``A z`` is exactly what those layers compute from z. Which weights take the
-latent is the family's ``latent_layers`` hook:
+SeFa (Shen & Zhou 2021, "Closed-Form Factorization of Latent Semantics in GANs"), as the official code computes
+it: the layers that first take the latent map it linearly, ``A z``; their weights are stacked (rows of ``A``), each
+row (one output unit's weights over the latent) normalised to unit length, and the directions ``n`` that change
+the outputs most (``max ||A n||``, ``||n|| = 1``) are the top eigenvectors of ``A^T A``. ``A`` holds the weights as
+the eval-mode forward applies them (spectral norm divided out, the equalised learning rate's gain multiplied in)
+before the row normalisation. Which weights take the latent is the family's ``latent_layers`` hook:
 
-- BigGAN: the first linear layer and, with hierarchical z, the conditional-BN gain and bias layers of every block
-  (each on its own chunk of z: a direction then lives in one chunk);
+- BigGAN: the first linear layer and, with hierarchical z, the conditional-BN gain and bias layers of every block,
+  each on its own chunk of z. The chunks are decomposed separately and their directions ranked per chunk: the
+  order is every chunk's first direction (chunk 0 = the linear layer's, then each block's), then every chunk's
+  second, and so on; an eigenvalue compares with those of its own chunk only;
 - BigGAN-deep: the first linear layer and every block's conditional-BN gain and bias (all take the full z);
-- StyleGAN2: the style affine layers of the synthesis network (every conv's and toRGB's), so directions are in W
-  and an edit moves every layer's W.
+- StyleGAN2: the style affines of every convolution of the synthesis network and of the last toRGB (the official
+  code's layers; the earlier toRGBs' are left out), so directions are in W and an edit moves every layer's W.
 
 A class morph keeps the latent and mixes the class conditioning (soft labels ``(1 - t) onehot(a) + t onehot(b)``:
 BigGAN's class embeddings and StyleGAN2's mapping network take them), so its ends are the pure-class images.
@@ -56,34 +58,63 @@ def latent_space(G) -> tuple[str, int]:
     return "z", z[0]
 
 
-def first_layer_matrix(G) -> torch.Tensor:
-    """SeFa's ``A`` [rows, dim] (float64, CPU): the eval-mode weights of the layers that take the latent, stacked,
-    each at the latent coordinates it takes, so that ``A @ z`` is what those layers add to their outputs."""
+def _blocks(G) -> list[tuple[torch.Tensor, int]]:
+    """(rows [r, width] float64, first latent coordinate) of each layer that takes the latent: its eval-mode
+    weights over the latent coordinates it takes, every row normalised to unit length (the official SeFa)."""
     family = get_family(G)
     if family.latent_layers is None:
         raise ValueError(f"no editing directions for {family.name} models: the family does not name the layers "
                          "that take its latent (Family.latent_layers)")
-    _, dim = latent_space(G)
-    rows = []
+    out = []
     for layer, columns, start in family.latent_layers(G):
         w = _effective_weight(layer).double().cpu()[:, columns]
+        out.append((w / w.norm(dim=1, keepdim=True).clamp_min(1e-12), start))
+    return out
+
+
+def first_layer_matrix(G) -> torch.Tensor:
+    """SeFa's ``A`` [rows, dim] (float64, CPU): the eval-mode weights of the layers that take the latent, each row
+    normalised to unit length, stacked, each at the latent coordinates it takes."""
+    _, dim = latent_space(G)
+    rows = []
+    for w, start in _blocks(G):
         block = torch.zeros(w.shape[0], dim, dtype=torch.float64)
         block[:, start:start + w.shape[1]] = w
         rows.append(block)
     return torch.cat(rows)
 
 
+def latent_chunks(G) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` ranges of the latent that separate layers take (BigGAN's hierarchical z: one per
+    chunk), or one range over the whole latent where the layers share coordinates."""
+    _, dim = latent_space(G)
+    ranges = sorted({(start, start + w.shape[1]) for w, start in _blocks(G)})
+    disjoint = all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))
+    return ranges if disjoint and len(ranges) > 1 else [(0, dim)]
+
+
 def directions(G, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The top ``k`` SeFa directions of ``G`` (default: all): ``(vectors [k, dim], eigenvalues [k])``, float32 on the
-    CPU, orthonormal, in decreasing order of eigenvalue. ``dim`` is the latent size (z; W for StyleGAN2). Each
-    vector's sign is fixed (its largest entry is positive) so that a direction means the same on every call."""
+    CPU, orthonormal. ``dim`` is the latent size (z; W for StyleGAN2). One chunk (the usual case): in decreasing
+    order of eigenvalue. Several chunks (hierarchical z): each chunk is decomposed alone and the directions are
+    ranked per chunk (every chunk's first, then every chunk's second, ...; see the module docstring). Each vector's
+    sign is fixed (its largest entry is positive) so that a direction means the same on every call."""
     _, dim = latent_space(G)
     k = dim if k is None else k
     if not 1 <= k <= dim:
         raise ValueError(f"this model has {dim} editing directions (0..{dim - 1}); asked for {k}")
     A = first_layer_matrix(G)
-    eigenvalues, vectors = torch.linalg.eigh(A.t() @ A)  # ascending
-    eigenvalues, vectors = eigenvalues.flip(0)[:k], vectors.flip(1)[:, :k].t()
+    per_chunk = []
+    for start, stop in latent_chunks(G):
+        part = A[:, start:stop]
+        part = part[part.abs().sum(1) > 0]  # the rows of the layers that take this chunk
+        values, vectors = torch.linalg.eigh(part.t() @ part)  # ascending
+        full = torch.zeros(stop - start, dim, dtype=torch.float64)
+        full[:, start:stop] = vectors.flip(1).t()
+        per_chunk.append((values.flip(0), full))
+    order = [(c, r) for r in range(dim) for c in range(len(per_chunk)) if r < len(per_chunk[c][0])][:k]
+    vectors = torch.stack([per_chunk[c][1][r] for c, r in order])
+    eigenvalues = torch.stack([per_chunk[c][0][r] for c, r in order])
     signs = torch.sign(vectors.gather(1, vectors.abs().argmax(1, keepdim=True)))
     return (vectors * signs).float(), eigenvalues.float()
 
@@ -165,5 +196,6 @@ def strengths(strength: float, steps: int) -> list[float]:
     return torch.linspace(-s, s, steps).tolist()
 
 
-__all__ = ["apply_direction", "class_morph", "directions", "first_layer_matrix", "latent_space", "render", "sweep",
+__all__ = ["apply_direction", "class_morph", "directions", "first_layer_matrix", "latent_chunks", "latent_space", "render",
+           "sweep",
            "to_space"]

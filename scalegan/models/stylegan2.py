@@ -605,7 +605,9 @@ FAMILY = register(Family(
                                                   and config.conv_clamp is None else {}),
     discriminator_blocks=lambda D: [getattr(D, f"b{res}") for res in D.resolutions],  # the epilogue b4 not
     discriminator_group=lambda config: config.mbstd_group,
-    latent_layers=lambda G: [(m.affine, slice(None), 0) for m in G.synthesis.modules() if hasattr(m, "affine")],
+    latent_layers=lambda G: [(m.affine, slice(None), 0) for m in G.synthesis.modules()
+                             if isinstance(m, SynthesisLayer)] + [(getattr(G.synthesis, f"b{G.config.resolution}")
+                                                                   .torgb.affine, slice(None), 0)],
     about="StyleGAN2 (stylegan2-ada semantics): mapping network, modulated convolutions, skip G, resnet/orig D",
 ))
 
