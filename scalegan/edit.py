@@ -196,6 +196,5 @@ def strengths(strength: float, steps: int) -> list[float]:
     return torch.linspace(-s, s, steps).tolist()
 
 
-__all__ = ["apply_direction", "class_morph", "directions", "first_layer_matrix", "latent_chunks", "latent_space", "render",
-           "sweep",
-           "to_space"]
+__all__ = ["apply_direction", "class_morph", "directions", "first_layer_matrix", "latent_chunks", "latent_space",
+           "render", "sweep", "to_space"]

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scalegan.data import DatasetError, ImageDataset, UnreadableImageWarning, open_dataset
+from scalegan.data import DatasetError, ImageDataset, Mirrored, UnreadableImageWarning, open_dataset
 from scalegan.data.idx import FASHION_MNIST_CLASSES
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -467,3 +467,24 @@ def test_dataset_error_is_a_value_error() -> None:
     assert issubclass(DatasetError, ValueError)
     with pytest.raises(ValueError):
         open_dataset("no-such-dataset")
+
+
+def test_mirrored_doubles_with_flipped_copies(tmp_path: Path, image_folder: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "a.npz", x=rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8), y=np.arange(5) % 2)
+    plain = open_dataset(f"npz:{tmp_path / 'a.npz'}")
+    ds = Mirrored(plain)
+    assert len(ds) == 10 and ds.describe() == {**plain.describe(), "size": 10, "mirror": True}
+    for i in range(5):
+        assert torch.equal(ds[i][0], plain[i][0]) and torch.equal(ds[5 + i][0], plain[i][0].flip(-1))
+        assert ds[i][1] == ds[5 + i][1] == plain[i][1]
+    assert torch.equal(ds[-1][0], ds[9][0])
+    with pytest.raises(IndexError):
+        ds[10]
+    images, labels = ds.tensors  # in memory: both halves, as the items give them
+    assert images.dtype == torch.uint8 and torch.equal(images[7], plain.tensors[0][2].flip(-1))
+    assert labels.tolist() == [0, 1, 0, 1, 0] * 2
+    with pytest.warns(UnreadableImageWarning):
+        folder = Mirrored(open_dataset(f"folder:{image_folder}", resolution=8))
+    assert folder.tensors is None and len(folder) == 6 and folder.describe()["skipped"] == 1
+    assert torch.equal(folder[4][0], folder[1][0].flip(-1))

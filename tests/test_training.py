@@ -342,3 +342,18 @@ def test_compiled_training_agrees_with_eager(tiny_npz, tmp_path, monkeypatch):
                           lr_g=1e-4, lr_d=1e-4, sample_every=0, **kw))
     for name in ("G", "D"):
         assert _rms(weights(tmp_path / "eager", name), weights(tmp_path / "compiled", name)) < 1e-5
+
+
+def test_mirror_doubles_the_data_and_resumes_exactly(tiny_npz, tmp_path):
+    # 96 images -> 192: an epoch is 12 batches of 16 instead of 6; 8 iterations of 2 D steps take 16 batches.
+    kw = dict(mirror=True, iterations=8, ckpt_every=4, sample_every=0)
+    summary = train(tiny_config(tiny_npz, tmp_path / "full", **kw))
+    assert summary["step"] == 8
+    saved = json.loads((tmp_path / "full" / "train_config.json").read_text())
+    assert saved["train"]["mirror"] is True and saved["dataset"]["size"] == 192 and saved["dataset"]["mirror"]
+    state = torch.load(tmp_path / "full" / "checkpoints" / "step_0000008" / "state.pt", weights_only=True)
+    assert state["stream"] == {"epoch": 1, "pos": 4}  # without --mirror: epoch 2
+    train(tiny_config(tiny_npz, tmp_path / "split", **{**kw, "iterations": 4}))
+    train(tiny_config(tiny_npz, tmp_path / "split", resume=True, **kw))
+    a, b = weights(tmp_path / "full", "G"), weights(tmp_path / "split", "G")
+    assert all(torch.equal(a[k], b[k]) for k in a)

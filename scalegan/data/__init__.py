@@ -4,7 +4,7 @@
 `[C, H, W]` images in [-1, 1] and int64 class labels.
 """
 
-from .base import DatasetError, ImageDataset, TensorImageDataset
+from .base import DatasetError, ImageDataset, Mirrored, TensorImageDataset
 from .datasets import open_dataset
 from .folder import FolderImageDataset, UnreadableImageWarning
 
@@ -12,6 +12,7 @@ __all__ = [
     "DatasetError",
     "FolderImageDataset",
     "ImageDataset",
+    "Mirrored",
     "TensorImageDataset",
     "UnreadableImageWarning",
     "open_dataset",

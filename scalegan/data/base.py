@@ -124,6 +124,42 @@ class TensorImageDataset(ImageDataset):
         return to_float(images[i]), labels[i]
 
 
+class Mirrored(ImageDataset):
+    """`dataset` and its left-right flipped copy (training's `--mirror`): `2 N` items, item `N + i` being item `i`
+    flipped. An in-memory dataset's `tensors` hold both halves (twice its memory), so the training loop still
+    moves them to the accelerator whole."""
+
+    def __init__(self, dataset: ImageDataset) -> None:
+        super().__init__(kind=dataset.kind, path=dataset.path, split=dataset.split, resolution=dataset.resolution,
+                         channels=dataset.channels, class_names=dataset.class_names)
+        self.dataset = dataset
+        if dataset.tensors is not None:
+            images, labels = dataset.tensors
+            self.tensors = (torch.cat([images, images.flip(-1)]), torch.cat([labels, labels]))
+
+    def __len__(self) -> int:
+        return 2 * len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.dataset)
+        if not -2 * n <= i < 2 * n:
+            raise IndexError(f"index {i} out of range for {2 * n} images")
+        i %= 2 * n
+        x, y = self.dataset[i % n]
+        return (x.flip(-1) if i >= n else x), y
+
+    @property
+    def skipped(self) -> int:
+        return self.dataset.skipped
+
+    def class_counts(self) -> torch.Tensor | None:
+        counts = self.dataset.class_counts()
+        return None if counts is None else 2 * counts
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "mirror": True}
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 pixels -> float32 in [-1, 1] (v / 127.5 - 1), the range generators output."""
     return images.to(torch.float32) / 127.5 - 1.0

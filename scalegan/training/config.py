@@ -198,6 +198,8 @@ class TrainConfig:
     data: str = _f("fashion-mnist", "dataset: fashion-mnist, mnist, cifar10:DIR, cifar100:DIR, folder:DIR, "
                    "npz:FILE, idx:DIR, or a path (auto-detected)")
     data_root: str | None = _f(None, "directory of the dataset files when --data names a dataset")
+    mirror: bool = _f(False, "add every image flipped left-right to the data (twice the images, as stylegan2-ada's "
+                      "--mirror=1); for data whose mirror image is as plausible as the image")
     out_dir: str = _f("runs/demo", "run folder: checkpoints, samples, logs")
     iterations: int = _f(2000, "number of G updates")
     batch_size: int = _f(64, "images per D/G batch (per accumulation step)")

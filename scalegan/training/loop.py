@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .. import precision
 from ..augment import Augmenter, parse_policy
-from ..data import open_dataset
+from ..data import Mirrored, open_dataset
 from ..family import set_trainable, trainable_parameters
 from ..layers import SpectralNorm
 from ..media import make_grid, save_image
@@ -98,10 +98,13 @@ def resolve_model_config(cfg: TrainConfig, dataset):
 
 
 def open_training_data(cfg: TrainConfig):
-    """The dataset (at the preset's resolution) and the model config that follows it."""
+    """The dataset (at the preset's resolution, with its flipped copy under ``--mirror``) and the model config
+    that follows it."""
     preset = model_config(cfg.model, **cfg.model_overrides)
     dataset = open_dataset(cfg.data, resolution=preset.resolution, channels=cfg.model_overrides.get("img_channels"),
                            root=cfg.data_root)
+    if cfg.mirror:
+        dataset = Mirrored(dataset)
     return dataset, resolve_model_config(cfg, dataset)
 
 
@@ -510,6 +513,9 @@ class Run:
             values["elapsed_s"] = self.elapsed
             if self.augmenter is not None and self.augmenter.ada:
                 values["augment_p"] = self.augmenter.p
+                leak = self.augmenter.leak_warning()
+                if leak is not None:
+                    warnings.warn(leak, stacklevel=2)
             values.update(singular_values(self.G, "G") | singular_values(self.D, "D"))
             self.logger.scalars(self.step, values)
             extra = {"p": f"{values['augment_p']:.3f}"} if "augment_p" in values else {}
