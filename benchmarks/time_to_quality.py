@@ -1,6 +1,7 @@
 """Time to quality: the CPU training benchmark. Trains a preset on Fashion-MNIST for a wall-clock budget and, every
 ``--every`` seconds of training, measures the sampling generator (G_ema) with the project's Fashion-MNIST classifier:
-class consistency (the share of class-balanced samples it assigns to the requested class) and FD on its features.
+class consistency (the share of class-balanced samples it assigns to the requested class), FD, and precision and
+recall (k = 3: recall falls when samples of a class all look alike) on its features.
 
     python benchmarks/time_to_quality.py --budget 600 --every 60 --seed 0 --label demo
     python benchmarks/time_to_quality.py --label ttur --train n_d_steps=1 --train lr_d=4e-4 --set ch=16
@@ -40,6 +41,8 @@ from scalegan.hardware import describe_cpu
 from scalegan.metrics.eval import as_reference, evaluate_generator, make_backbone
 from scalegan.training import TrainConfig, train
 
+METRICS = ["fid", "acc", "pr"]  # FD, class consistency, precision/recall, all on the classifier's features
+
 
 def ensure_classifier(directory: Path, device: str) -> None:
     if (directory / "model.safetensors").is_file():
@@ -62,8 +65,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     classifier_dir = Path(args.classifier_dir)
     ensure_classifier(classifier_dir, args.device)
     backbone = make_backbone(f"classifier:{classifier_dir}", device=args.device)
-    reference = as_reference(open_dataset("fashion-mnist", split="train"), backbone, ["fid", "acc"], None, 100,
-                              cache=True)
+    reference = as_reference(open_dataset("fashion-mnist", split="train"), backbone, METRICS, None, 100, cache=True)
     train_keys = parse_overrides(args.train)
     records, started = [], time.perf_counter()
     by_steps = bool(args.every_iterations)
@@ -80,11 +82,12 @@ def run(args: argparse.Namespace) -> list[dict]:
         hardware = json.loads((out / "run" / "train_config.json").read_text())["hardware"]
         t0 = time.perf_counter()
         G, _ = load(out / "run", device=args.device)
-        result = evaluate_generator(G, reference, ["fid", "acc"], args.eval_n, backbone=backbone, seed=123)
+        result = evaluate_generator(G, reference, METRICS, args.eval_n, backbone=backbone, seed=123)
         record = {"bench": "time_to_quality", "label": args.label, "seed": args.seed, "model": args.model,
                   "train": train_keys, "set": parse_overrides(args.set),
                   "train_seconds": round(summary["wall_seconds"], 1), "step": summary["step"],
                   "class_consistency": result["metrics"]["class_accuracy"], "fd": result["metrics"]["fd"],
+                  "manifold_precision": result["metrics"]["precision"], "recall": result["metrics"]["recall"],
                   "eval_n": args.eval_n, "eval_seconds": round(time.perf_counter() - t0, 1),
                   "wall_seconds": round(time.perf_counter() - started, 1), "precision": hardware["precision"],
                   "precision_scope": cfg.precision_scope,
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                   "machine": machine(args.device), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
         if args.standing_stats:  # the same G with BN statistics recomputed over generated batches
             get_family(G).recalibrate(G, args.standing_stats, 64, seed=args.seed)
-            result = evaluate_generator(G, reference, ["fid", "acc"], args.eval_n, backbone=backbone, seed=123)
+            result = evaluate_generator(G, reference, METRICS, args.eval_n, backbone=backbone, seed=123)
             record.update(class_consistency_standing=result["metrics"]["class_accuracy"],
                           fd_standing=result["metrics"]["fd"])
         emit(record)
