@@ -141,18 +141,20 @@ def table(curves: list[Path], at: float, key: str = "train_seconds") -> str:
         rows = [r for r in rows if abs(r[key] - at) <= 0.05 * at]  # runs that reached `at`
         if rows:
             arms.setdefault(rows[0]["label"], []).append(min(rows, key=lambda r: abs(r[key] - at)))
-    lines = ["| arm | changes from the base | seeds | iterations | training s | class consistency | FD |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| arm | changes from the base | seeds | iterations | training s | class consistency | FD | recall |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, rows in sorted(arms.items(), key=lambda kv: -sum(r["class_consistency"] for r in kv[1]) / len(kv[1])):
         rows.sort(key=lambda r: r["seed"])
         changes = " ".join(f"{k}={v}" for k, v in {**rows[0]["train"], **rows[0]["set"]}.items())
         cc = [r["class_consistency"] for r in rows]
         fd = [r["fd"] for r in rows]
         seconds = [f"{r['train_seconds']:.0f}" for r in rows]
+        recall = [r["recall"] for r in rows if "recall" in r]
+        recall_text = f"{sum(recall) / len(recall):.3f}" if recall else "-"
         lines.append(f"| {label} | {changes} | {len(rows)} | {' / '.join(str(r['step']) for r in rows)} | "
                      f"{' / '.join(seconds)} | "
                      f"{sum(cc) / len(cc):.3f} ({' / '.join(f'{v:.3f}' for v in cc)}) | "
-                     f"{sum(fd) / len(fd):.1f} ({' / '.join(f'{v:.1f}' for v in fd)}) |")
+                     f"{sum(fd) / len(fd):.1f} ({' / '.join(f'{v:.1f}' for v in fd)}) | {recall_text} |")
     return "\n".join(lines)
 
 
