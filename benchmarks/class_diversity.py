@@ -12,7 +12,6 @@ Prints one JSON line per run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch

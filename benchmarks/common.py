@@ -85,3 +85,21 @@ def save_figure(fig, png, dpi: int = 110) -> None:
     fig.savefig(tmp, dpi=dpi)
     tmp.replace(png)
     log(f"plot: {png}")
+
+
+def wait_until_healthy(server, port: int, timeout: float, output) -> None:
+    """Wait for a `scalegan serve` subprocess to answer /health; a RuntimeError (with ``output()``: the end of its
+    stderr) when it exits first, or when ``timeout`` seconds pass (the server is terminated then)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited ({server.returncode}): {output()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.terminate()
+    raise RuntimeError(f"the server did not answer /health within {timeout:.0f} s")

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import log, machine, timed_round_robin  # noqa: E402
+from common import log, machine, timed_round_robin, wait_until_healthy  # noqa: E402
 from train_step import synthetic_dataset  # noqa: E402
 
 CHECKS = ("train", "torchrun", "sample", "serve", "onnx")  # --only takes these names
@@ -449,20 +449,16 @@ def start_server(source: Path, port: int, args, sizes: Sizes, timeout: float, st
            "--max-batch", "64", "--max-wait-ms", "10", "--queue-size", str(max(64, 4 * sizes.serve_clients)),
            "--timeout", "300"]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)
-    import httpx
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            stderr.seek(0)
-            raise CheckFailed(f"the server exited ({server.returncode}): {stderr.read()[-1500:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    server.terminate()
-    raise CheckFailed(f"the server did not answer /health within {timeout:.0f} s")
+    def output() -> str:
+        stderr.seek(0)
+        return stderr.read()[-1500:]
+
+    try:
+        wait_until_healthy(server, port, timeout, output)
+    except RuntimeError as e:
+        raise CheckFailed(str(e)) from None
+    return server
 
 
 async def requests(port: int, model: str, sizes: Sizes, truncation: float) -> tuple[list, dict, float]:

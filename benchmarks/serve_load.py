@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, log, machine  # noqa: E402
+from common import emit, log, machine, wait_until_healthy  # noqa: E402
 
 
 def free_port() -> int:
@@ -51,17 +51,8 @@ def start_server(source: str, port: int, args, max_batch: int) -> subprocess.Pop
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited: {server.stderr.read()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    server.terminate()
-    raise RuntimeError("the server did not start within 300 s")
+    wait_until_healthy(server, port, 300, lambda: server.stderr.read())
+    return server
 
 
 async def client(http: httpx.AsyncClient, body: dict, stop: float, latencies: list, statuses: dict, rng) -> None:
