@@ -69,7 +69,8 @@ def open_dataset(
     `resolution` resizes (default: the format's own size; 128 for folders; packed datasets resize on read).
     `channels` is 1 or 3 (default: the format's own). `split` is "train" or "test" (folders, npz files and packed
     folders have one split and return it for both). `root` is the directory for a spec without one, e.g.
-    `open_dataset("mnist", root=DIR)`; a location written in the spec itself wins. Every data problem raises `DatasetError` with the fix in its message.
+    `open_dataset("mnist", root=DIR)`; a location written in the spec itself wins. Every data problem raises
+    `DatasetError` with the fix in its message.
     """
     check_size(resolution, channels)
     if split not in SPLITS:
