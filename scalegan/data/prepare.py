@@ -313,7 +313,8 @@ def _truncate(path: Path, n: int, shape: tuple[int, int, int]) -> None:
     short = path.with_name(path.name + ".short")
     target = np.lib.format.open_memmap(short, "w+", np.uint8, (n, *shape))
     for start in range(0, n, 256):
-        target[start : start + 256] = source[start : start + 256]
+        stop = min(start + 256, n)
+        target[start:stop] = source[start:stop]
     target.flush()
     del target, source
     os.replace(short, path)
@@ -355,7 +356,7 @@ def _claim(out: Path, options: dict, overwrite: bool) -> tuple[_State, dict | No
                          if (previous or {}).get(k) != options.get(k))
         raise DatasetError(f"{out} holds a dataset prepared with other options ({', '.join(changed)} differ); pass "
                            "--overwrite to replace it, or choose another OUT")
-    if not (found or manifest) and any(out.iterdir()) and not overwrite:
+    if not (found or manifest) and any(out.iterdir()):
         raise DatasetError(f"{out} is not empty and holds no packed dataset; choose a new or empty folder for OUT "
                            "(--overwrite replaces only a packed dataset's files)")
     if overwrite and previous != options:
@@ -388,8 +389,7 @@ def prepare(source: str, out: str | os.PathLike, *, resolution: int, resize: str
         raise DatasetError(f"resize must be one of {RESIZE_POLICIES}, got {resize!r}")
     src = open_source(source, labels_file)
     channels = channels or src.channels
-    shard_size = shard_size or max(2, SHARD_BYTES // (channels * resolution * resolution)) // 2 * 2
-    if mirror and shard_size % 2:
+    if mirror and shard_size and shard_size % 2:
         raise DatasetError(f"--shard-size {shard_size} is odd; with --mirror an image and its flip share a shard: "
                            "pass an even size")
     out = Path(out).expanduser()
@@ -402,18 +402,24 @@ def prepare(source: str, out: str | os.PathLike, *, resolution: int, resize: str
     if manifest is not None:
         return manifest
     per_item = 2 if mirror else 1
-    writer = _Writer(out, shard_size, (channels, resolution, resolution), state,
+    size = shard_size or max(2, SHARD_BYTES // (channels * resolution * resolution)) // 2 * 2  # given: in options
+    writer = _Writer(out, size, (channels, resolution, resolution), state,
                      per_item * (len(src.items) - state.consumed))
     stream = decoded(src, state.consumed, resolution, channels, resize, workers)
-    with tqdm(total=len(src.items), initial=state.consumed, desc=f"prepare {out.name}", unit="image",
-              disable=not progress) as bar:
-        for k, (pixels, why) in enumerate(stream, start=state.consumed):
-            _take(writer, state, src.items[k], pixels, why, dedup, mirror)
-            if writer.full():
-                writer.finish(k + 1)
-            bar.update(1)
-    writer.finish(len(src.items))
-    return _finish(out, src, state, options)
+    try:
+        with tqdm(total=len(src.items), initial=state.consumed, desc=f"prepare {out.name}", unit="image",
+                  disable=not progress) as bar:
+            for k, (pixels, why) in enumerate(stream, start=state.consumed):
+                _take(writer, state, src.items[k], pixels, why, dedup, mirror)
+                if writer.full():
+                    writer.finish(k + 1)
+                bar.update(1)
+        writer.finish(len(src.items))
+        return _finish(out, src, state, options)
+    except OSError as e:  # a full disk, a folder that became read-only: say how to go on
+        where = e.filename or out
+        raise OSError(f"could not write {where} ({e.strerror or e}); free space or fix the folder, then run the same "
+                      f"command again: the {len(state.shards)} finished shard(s) are kept") from e
 
 
 def _take(writer: _Writer, state: _State, item: tuple, pixels: np.ndarray | None, why: str, dedup: bool,
