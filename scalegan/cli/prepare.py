@@ -38,14 +38,14 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=natural_int, default=0, help="decoding processes (0: decode in this process)")
     p.add_argument("--overwrite", action="store_true", help="replace a packed dataset in OUT prepared with other "
                    "options")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     manifest = prepare(args.source, args.out, resolution=args.resolution, resize=args.resize, channels=args.channels,
                        mirror=args.mirror, dedup=args.dedup, shard_size=args.shard_size, labels_file=args.labels_file,
-                       workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress)
+                       workers=args.workers, overwrite=args.overwrite, progress=args.progress)
     report = manifest["report"]
     print(balance_table(manifest))
     print(f"{args.out}: {manifest['count']} images ({manifest['channels']} x {manifest['resolution']} x "
