@@ -3,6 +3,7 @@ interruption, refusal of a different command, training on a packed folder, and b
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import zipfile
 
@@ -52,9 +53,12 @@ def test_class_folders_pack_to_the_folder_loaders_pixels(tmp_path):
     out = tmp_path / "out"
     manifest = prepare(str(src), out, resolution=8, shard_size=5, progress=False)
     assert manifest["count"] == 12 and [s["count"] for s in manifest["shards"]] == [5, 5, 2]
-    assert sorted(p.name for p in out.iterdir()) == ["class_names.json", "labels.npy", "manifest.json",
+    plot = ["class_balance.png"] if importlib.util.find_spec("matplotlib") else []  # else a note says it was skipped
+    assert sorted(p.name for p in out.iterdir()) == [*plot, "class_names.json", "labels.npy", "manifest.json",
                                                      "report.json", "shard-00000.npy", "shard-00001.npy",
                                                      "shard-00002.npy"]
+    note = "class balance plot" if plot else "matplotlib is not installed"
+    assert any(n.startswith(note) for n in json.loads((out / "report.json").read_text())["notes"])
     folder = open_dataset(f"folder:{src}", resolution=8)
     for spec in (str(out), f"packed:{out}"):
         packed = open_dataset(spec)
@@ -269,3 +273,12 @@ def test_bad_input_is_one_error_line(tmp_path, monkeypatch, capsys, what, hint):
     assert "Traceback" not in out + err
     if what == "disk-full":
         assert "run the same command again" in lines[0]
+
+
+def test_worker_processes_write_the_same_bytes(tmp_path):
+    src = _class_folders(tmp_path / "src", per_class=2)
+    (src / "ant" / "broken.png").write_bytes(b"")
+    prepare(str(src), tmp_path / "one", resolution=8, shard_size=4, progress=False)
+    prepare(str(src), tmp_path / "two", resolution=8, shard_size=4, workers=2, progress=False)
+    for name in ("shard-00000.npy", "shard-00001.npy", "labels.npy", "report.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
