@@ -27,6 +27,7 @@ DEFAULT_MAY_DIFFER = {
                  "--backbone classifier:DIR then reads",
     "--channels-last": "train picks the layout per device (auto); eval keeps the feature network's reference "
                        "layout unless asked",
+    "--resolution": "image size: prepare must be told the size it packs at; train-classifier takes the dataset's",
 }
 
 

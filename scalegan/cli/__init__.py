@@ -1,5 +1,5 @@
-"""The ``scalegan`` command: ``train``, ``sample``, ``info``, ``convert``, ``eval``, ``train-classifier``, ``export``,
-``serve``, ``invert``, ``edit``, ``verify``.
+"""The ``scalegan`` command: ``prepare``, ``train``, ``sample``, ``info``, ``convert``, ``eval``,
+``train-classifier``, ``export``, ``serve``, ``invert``, ``edit``, ``verify``.
 
 Shared options (device, generator source, sampling, reference set, outputs) come from ``cli/options.py``, so a
 flag name means one thing in every subcommand (README: "Command-line flags"). Bad input is one error line, exit
@@ -17,6 +17,7 @@ from ..utils import __version__
 from . import convert, eval, export, info, sample, serve, train
 from . import edit as edit_cmd
 from . import invert as invert_cmd
+from . import prepare as prepare_cmd
 from . import verify as verify_cmd
 from .options import parse_overrides
 
@@ -29,10 +30,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="scalegan", description="Class-conditional GANs (BigGAN, BigGAN-deep, StyleGAN2): train, "
-                     "sample, evaluate, convert, inspect, export, serve, invert, edit, verify.")
+    parser = _Parser(prog="scalegan", description="Class-conditional GANs (BigGAN, BigGAN-deep, StyleGAN2): prepare "
+                     "data, train, sample, evaluate, convert, inspect, export, serve, invert, edit, verify.")
     parser.add_argument("--version", action="version", version=f"scalegan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    prepare_cmd.add_parser(sub)
     train.add_parser(sub)
     sample.add_parser(sub)
     info.add_parser(sub)

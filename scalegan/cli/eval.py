@@ -154,9 +154,9 @@ def run_train_classifier(args) -> int:
     save_classifier(model, args.out_dir)
     result = {"out_dir": str(args.out_dir), "dataset": train.describe(), "config": dataclasses.asdict(model.config),
               "train_accuracy": evaluate_accuracy(model, train), "test_accuracy": None}
-    # Folder and npz datasets have one split and return it for "test" too: that would only repeat the above (and
+    # Folder, npz and packed datasets have one split and return it for "test" too: that would only repeat the above (and
     # its warnings about unreadable files).
-    if train.kind not in ("folder", "npz"):
+    if train.kind not in ("folder", "npz", "packed"):
         test = open_dataset(args.data, resolution=train.resolution, channels=train.channels, split="test",
                             root=args.data_root)
         result["test_accuracy"] = evaluate_accuracy(model, test)

@@ -10,13 +10,15 @@ from .cifar import load_cifar
 from .folder import FolderImageDataset
 from .idx import DEFAULT_ROOTS, has_idx_files, load_idx
 from .npz import load_npz
+from .packed import PackedDataset, is_packed
 
-KINDS = ("fashion-mnist", "mnist", "idx", "cifar10", "cifar100", "folder", "npz")
+KINDS = ("fashion-mnist", "mnist", "idx", "cifar10", "cifar100", "folder", "npz", "packed")
 SPLITS = ("train", "test")
 ACCEPTED = (
     "accepted dataset specs: 'fashion-mnist[:DIR]', 'mnist[:DIR]' (IDX files, default directories under "
     "/usr/share/datasets), 'idx:DIR', 'cifar10:DIR', 'cifar100:DIR' (the extracted python-version folders), "
     "'folder:DIR' (class subfolders of images, or loose images), 'npz:FILE' (arrays x and optional y), "
+    "'packed:DIR' (written by `scalegan prepare`), "
     "or an existing path whose format is detected"
 )
 
@@ -44,6 +46,8 @@ def detect_kind(path: Path) -> str:
         if path.suffix.lower() == ".npz":
             return "npz"
         raise DatasetError(f"{path} is a file but not an .npz; {ACCEPTED}")
+    if is_packed(path):
+        return "packed"
     if has_idx_files(path):
         return "idx"
     if (path / "data_batch_1").is_file():
@@ -62,10 +66,11 @@ def open_dataset(
 ) -> ImageDataset:
     """Open the dataset that `spec` names, as float32 `[C, H, W]` images in [-1, 1] with int64 labels.
 
-    `resolution` resizes (default: the format's own size; 128 for folders). `channels` is 1 or 3 (default:
-    the format's own). `split` is "train" or "test" (folders and npz files have one split and return it for
-    both). `root` is the directory for a spec without one, e.g. `open_dataset("mnist", root=DIR)`; a location
-    written in the spec itself wins. Every data problem raises `DatasetError` with the fix in its message.
+    `resolution` resizes (default: the format's own size; 128 for folders; packed datasets resize on read).
+    `channels` is 1 or 3 (default: the format's own). `split` is "train" or "test" (folders, npz files and packed
+    folders have one split and return it for both). `root` is the directory for a spec without one, e.g.
+    `open_dataset("mnist", root=DIR)`; a location written in the spec itself wins. Every data problem raises
+    `DatasetError` with the fix in its message.
     """
     check_size(resolution, channels)
     if split not in SPLITS:
@@ -86,4 +91,6 @@ def open_dataset(
         return load_cifar(path, kind=kind, split=split, resolution=resolution, channels=channels)
     if kind == "npz":
         return load_npz(path, split=split, resolution=resolution, channels=channels)
+    if kind == "packed":
+        return PackedDataset(path, split=split, resolution=resolution, channels=channels)
     return FolderImageDataset(path, split=split, resolution=resolution, channels=channels)
