@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DIST_NAME = {"PIL": "pillow", "imageio_ffmpeg": "imageio-ffmpeg"}  # import name -> distribution, where they differ
 # Modules that only run with an extra installed (path prefix -> extra): their imports may come from that extra.
 EXTRA_MODULES = {"scalegan/serve/": "serve", "scalegan/cli/serve.py": "serve",
-                 "scalegan/media.py": "serve"}  # media: MP4 only (a lazy import, one error line without it)
+                 "scalegan/media.py": "serve",  # media: MP4 only (a lazy import, one error line without it)
+                 "scalegan/data/prepare.py": "bench"}  # prepare: the class-balance plot only (a note without it)
 
 
 def _declared(text: str, pattern: str) -> set[str]:
