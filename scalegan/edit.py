@@ -72,23 +72,23 @@ def _blocks(G) -> list[tuple[torch.Tensor, int]]:
     return out
 
 
-def first_layer_matrix(G) -> torch.Tensor:
+def first_layer_matrix(G, blocks: list[tuple[torch.Tensor, int]] | None = None) -> torch.Tensor:
     """SeFa's ``A`` [rows, dim] (float64, CPU): the eval-mode weights of the layers that take the latent, each row
     normalised to unit length, stacked, each at the latent coordinates it takes."""
     _, dim = latent_space(G)
     rows = []
-    for w, start in _blocks(G):
+    for w, start in blocks if blocks is not None else _blocks(G):
         block = torch.zeros(w.shape[0], dim, dtype=torch.float64)
         block[:, start:start + w.shape[1]] = w
         rows.append(block)
     return torch.cat(rows)
 
 
-def latent_chunks(G) -> list[tuple[int, int]]:
+def latent_chunks(G, blocks: list[tuple[torch.Tensor, int]] | None = None) -> list[tuple[int, int]]:
     """The ``(start, stop)`` ranges of the latent that separate layers take (BigGAN's hierarchical z: one per
     chunk), or one range over the whole latent where the layers share coordinates."""
     _, dim = latent_space(G)
-    ranges = sorted({(start, start + w.shape[1]) for w, start in _blocks(G)})
+    ranges = sorted({(start, start + w.shape[1]) for w, start in (blocks if blocks is not None else _blocks(G))})
     disjoint = all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))
     return ranges if disjoint and len(ranges) > 1 else [(0, dim)]
 
@@ -103,9 +103,10 @@ def directions(G, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     k = dim if k is None else k
     if not 1 <= k <= dim:
         raise ValueError(f"this model has {dim} editing directions (0..{dim - 1}); asked for {k}")
-    A = first_layer_matrix(G)
+    blocks = _blocks(G)  # the weights are read once
+    A = first_layer_matrix(G, blocks)
     per_chunk = []
-    for start, stop in latent_chunks(G):
+    for start, stop in latent_chunks(G, blocks):
         part = A[:, start:stop]
         part = part[part.abs().sum(1) > 0]  # the rows of the layers that take this chunk
         values, vectors = torch.linalg.eigh(part.t() @ part)  # ascending

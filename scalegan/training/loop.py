@@ -31,6 +31,7 @@ from .. import precision
 from ..augment import Augmenter, parse_policy
 from ..data import Mirrored, open_dataset
 from ..family import set_trainable, trainable_parameters
+from ..latents import is_uniform
 from ..layers import SpectralNorm
 from ..media import make_grid, save_image
 from ..metrics.eval import as_reference, data_class_weights, evaluate_generator, make_backbone
@@ -242,7 +243,9 @@ class Run:
             counts = torch.cat([counts, counts.new_zeros(max(self.mcfg.n_classes - len(counts), 0))])
         self.class_counts = counts.tolist() if counts is not None else []  # saved with every checkpoint
         # Generated images' classes follow the data's label distribution (stylegan2-ada), or are uniform.
-        self.class_weights = counts if counts is not None and cfg.fake_labels == "data" else None
+        # (A balanced dataset draws as uniform does: no weights, nothing to check per batch.)
+        self.class_weights = counts if counts is not None and cfg.fake_labels == "data" and not is_uniform(counts) \
+            else None
         self._build_models()
         state = load_checkpoint(ckpt, self.modules, verify=False) if ckpt is not None else None
         self._build_training(state)
