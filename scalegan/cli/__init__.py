@@ -8,11 +8,14 @@ status 2."""
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import warnings
 
 import torch
 
+from ..training.distributed import GroupError
 from ..utils import __version__
 from . import convert, eval, export, info, sample, serve, train
 from . import edit as edit_cmd
@@ -78,6 +81,20 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(message).split()) or type(e).__name__  # one line, even from a library's message
         print(f"scalegan {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # a distributed run's group failed: a barrier timed out, or a rank was lost
+        rank = os.environ.get("RANK")
+        lost = isinstance(e, torch.distributed.DistError) or _LOST.search(str(e))
+        if rank is None or not (isinstance(e, GroupError) or lost):
+            raise
+        message = " ".join(str(e).split())
+        if not isinstance(e, GroupError):  # gloo's / NCCL's words, then what they mean here
+            message = (f"lost contact with another rank ({message[:160]}): the first rank to fail says why in its "
+                       "own error line")
+        print(f"scalegan {args.command}: error: rank {rank}: {message}", file=sys.stderr)
+        return 1
+
+
+_LOST = re.compile(r"gloo|NCCL|Connection closed|Connection reset|Broken pipe", re.IGNORECASE)
 
 
 __all__ = ["build_parser", "main", "parse_overrides"]

@@ -39,6 +39,17 @@ def _with_default(help_text: str, default) -> str:
 def _add_field(group, cls, f: dataclasses.Field, dest: str) -> None:
     t, help_text = _concrete(cls, f), f.metadata.get("help", "")
     flag = "--" + dest.rsplit(".", 1)[-1].replace("_", "-")
+    optional = f.metadata.get("optional")
+    if optional is not None:  # a switch that also takes one word: --resume, --resume auto, --no-resume
+        def value(text: str):
+            if text != optional:
+                raise argparse.ArgumentTypeError(f"expected nothing or {optional!r}, got {text!r}")
+            return text
+        group.add_argument(flag, dest=dest, nargs="?", const=True, type=value, default=argparse.SUPPRESS,
+                           metavar=optional, help=_with_default(help_text, f.default))
+        group.add_argument("--no-" + flag[2:], dest=dest, action="store_false", default=argparse.SUPPRESS,
+                           help=argparse.SUPPRESS)
+        return
     if t is bool:
         default = "auto" if f.default is None else f.default
         group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,

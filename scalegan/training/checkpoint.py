@@ -112,13 +112,19 @@ def intact_checkpoint(run_dir: str | os.PathLike) -> Path | None:
                         "Restore the folder from a copy, or start a new run")
 
 
-def load_checkpoint(path: Path, modules: dict[str, nn.Module], verify: bool = True) -> dict:
+def load_checkpoint(path: Path, modules: dict[str, nn.Module], verify: bool = True,
+                    state: dict | None = None) -> dict:
     """Load module weights from a checkpoint folder (checked against its manifest unless ``verify`` is False:
-    already checked) and return its training state."""
+    already checked) and return its training state (``state`` when given: already read by ``read_state``)."""
     if verify:
         check_folder(path)
     for key, module in modules.items():
         load_state_dict(module, path / f"{key}.safetensors")
+    return state if state is not None else read_state(path)
+
+
+def read_state(path: Path) -> dict:
+    """A checkpoint's training state (``state.pt``: step, optimizers, RNG states, data position, world size)."""
     try:
         return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     except Exception as e:

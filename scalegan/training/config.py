@@ -231,7 +231,12 @@ class TrainConfig:
     time_budget: float = _f(0.0, "stop (with a checkpoint) after this many seconds of training; 0 = no limit")
     tensorboard: bool = _f(True, "write TensorBoard event files to RUN/logs/")
     progress: bool = _f(True, "show a progress bar")
-    resume: bool = _f(False, "continue the run in out_dir from its latest checkpoint")
+    resume: bool | str = _f(False, "continue the run in out_dir from its newest intact checkpoint; auto: continue "
+                            "when the run folder holds a checkpoint, else start (for torchrun --max-restarts and "
+                            "requeued jobs)", optional="auto")
+    barrier_timeout: float = _f(1800.0, "distributed runs: seconds the other ranks wait for rank 0's checkpoint, "
+                                "sample grid or evaluation (and rank 0 for them) before stopping with an error that "
+                                "names the rank that did not arrive")
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -319,6 +324,10 @@ class TrainConfig:
         for name in ("sample_every", "ckpt_every", "num_workers", "time_budget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.barrier_timeout > 0:
+            raise ValueError(f"barrier_timeout must be > 0 seconds, got {self.barrier_timeout}")
+        if self.resume not in (True, False, "auto"):
+            raise ValueError(f"resume must be true, false or \"auto\", got {self.resume!r}")
         if self.sample_truncation is not None and not self.sample_truncation > 0:
             raise ValueError(f"sample_truncation must be > 0, got {self.sample_truncation}")
         if self.precision not in PRECISIONS:
@@ -330,7 +339,7 @@ class TrainConfig:
         parse_device(self.device)
         for section in (self.optim, self.ema, self.augment, self.eval, self.guard):
             section.validate()
-        self.finetune.validate(resume=self.resume)
+        self.finetune.validate(resume=bool(self.resume))
         self.objective_config()
 
 

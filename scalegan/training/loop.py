@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import json
 import signal
 import sys
 import threading
@@ -39,11 +41,18 @@ from ..metrics.registry import lower_is_better, parse_metrics, result_names
 from ..objectives import Context, Nets, Phase, lazy_ratio
 from ..registry import model_config
 from ..sampling import draw, render
-from ..utils import __version__, write_json
+from ..utils import __version__, atomic_path, write_json
 from ..weights import read_config
-from .checkpoint import checkpoints, intact_checkpoint, latest_checkpoint_name, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    checkpoints,
+    intact_checkpoint,
+    latest_checkpoint_name,
+    load_checkpoint,
+    read_state,
+    save_checkpoint,
+)
 from .config import TrainConfig
-from .distributed import DistInfo, all_sum, any_rank, init_distributed, shutdown
+from .distributed import DistInfo, all_sum, any_rank, init_distributed, shutdown, wait_for
 from .ema import ema_beta, ema_update
 from .finetune import frozen_parameters, initialise
 from .logger import RunLogger
@@ -83,7 +92,7 @@ def train(cfg: TrainConfig) -> dict:
         finished = True
         return summary
     finally:
-        shutdown(info, wait=finished)
+        shutdown(info, wait=finished, timeout=cfg.barrier_timeout)
 
 
 def resolve_model_config(cfg: TrainConfig, dataset):
@@ -125,6 +134,71 @@ def _stop_on_signals(flag: dict):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _global_batch(state: dict) -> tuple[int, int]:
+    """The processes and per-process batch of the run that wrote a checkpoint's ``state``."""
+    world = int(state.get("world_size", 1))
+    return world, int((state.get("train_config") or {}).get("batch_size") or 0)
+
+
+def keep_global_batch(cfg: TrainConfig, state: dict, info: DistInfo) -> tuple[TrainConfig, str | None]:
+    """Resuming with another number of processes keeps the run's global batch: the per-process batch becomes the
+    checkpoint's global batch over this world size (the data order, the noise and the batch statistics then
+    continue as in an uninterrupted run). A per-process batch given explicitly (another ``--batch-size`` than the
+    checkpoint's) is kept instead and changes the global batch. Returns the config and a line saying what changed
+    (None: nothing did). A global batch this world cannot share equally is an error naming the choices."""
+    world, batch = _global_batch(state)
+    if not batch or (world, batch) == (info.world_size, cfg.batch_size):
+        return cfg, None
+    old, ws = batch * world, info.world_size
+    was = f"{world} process{'es' if world > 1 else ''} x {batch} images"
+    if cfg.batch_size != batch:
+        return cfg, (f"resuming a run of {was} with {ws} x {cfg.batch_size} (--batch-size): the global batch "
+                     f"changes from {old} to {ws * cfg.batch_size}; the data order continues from the same image of "
+                     "the epoch, but batches, noise and the training dynamics differ from an uninterrupted run")
+    if old % ws:
+        raise ValueError(f"--resume: the run's global batch of {old} ({was}) cannot be shared equally by {ws} "
+                         f"processes: resume with a number of processes that divides {old}, or pass --batch-size B "
+                         f"to train on with a global batch of {ws} x B")
+    cfg = dataclasses.replace(cfg, batch_size=old // ws)
+    return cfg, (f"resuming a run of {was} with {ws} x {cfg.batch_size}: the global batch of {old}, the data order "
+                 "and the noise continue as before")
+
+
+def stream_position(state: dict, global_batch: int) -> dict:
+    """The data stream's position in a checkpoint's ``state``, in batches of ``global_batch`` images (a changed
+    global batch continues from the same image of the epoch)."""
+    world, batch = _global_batch(state)
+    position = dict(state["stream"])
+    if batch and batch * world != global_batch:
+        position["pos"] = position["pos"] * batch * world // global_batch
+    return position
+
+
+def trim_logs(log_dir: Path, step: int) -> int:
+    """Drop the lines of ``metrics.jsonl`` and ``eval.jsonl`` past ``step``: what a run that died after its
+    checkpoint logged, and the resumed run logs again. Each file is rewritten atomically; returns the lines
+    dropped."""
+    dropped = 0
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        path = log_dir / name
+        if not path.is_file():
+            continue
+        lines = path.read_text().splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                later = json.loads(line).get("step", 0) > step
+            except (ValueError, AttributeError, TypeError):  # a line cut short by the kill: dropped as well
+                later = True
+            if not later:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        if len(kept) != len(lines):
+            dropped += len(lines) - len(kept)
+            with atomic_path(path) as tmp:
+                Path(tmp).write_text("".join(kept))
+    return dropped
 
 
 def singular_values(net: nn.Module, name: str) -> dict[str, float]:
@@ -229,6 +303,15 @@ class Run:
         self.info, self.device, self.main = info, device, info.is_main
         self.dir = Path(cfg.out_dir)
         ckpt = self._find_checkpoint()
+        state = read_state(ckpt) if ckpt is not None else None
+        self.cfg = dataclasses.replace(self.cfg, resume=ckpt is not None)  # "auto" resolved: what this start does
+        self.resumed = None if state is None else {"from": ckpt.name, "step": state["step"]}
+        if state is not None:
+            self.cfg, change = keep_global_batch(self.cfg, state, info)
+            if change:
+                self.resumed["batch"] = change
+                if self.main:
+                    print(f"scalegan train: {change}", file=sys.stderr)
         self.dataset, self.mcfg = open_training_data(self.cfg)
         if self.main:
             print(f"scalegan train: precision {self.hardware['precision']} ({self.hardware['precision_reason']}); "
@@ -247,15 +330,19 @@ class Run:
         self.class_weights = counts if counts is not None and cfg.fake_labels == "data" and not is_uniform(counts) \
             else None
         self._build_models()
-        state = load_checkpoint(ckpt, self.modules, verify=False) if ckpt is not None else None
+        if ckpt is not None:
+            load_checkpoint(ckpt, self.modules, verify=False, state=state)
         self._build_training(state)
         self._open_outputs()
 
     # ------------------------------------------------------------------------------------------------ setup
     def _find_checkpoint(self) -> Path | None:
         """With --resume the newest intact checkpoint (verified against its manifest; damaged ones are skipped with
-        a warning); without, the run folder must hold no checkpoint."""
+        a warning); with --resume auto that, or None when the run has no checkpoint yet (it starts); without, the
+        run folder must hold no checkpoint."""
         existing = latest_checkpoint_name(self.dir) or next((p.name for p in checkpoints(self.dir)), None)
+        if self.cfg.resume == "auto" and existing is None:
+            return None
         if existing is not None and not self.cfg.resume:
             raise FileExistsError(f"{self.dir} already holds a run (checkpoint {existing}): pass --resume to "
                                   "continue it, or choose another --out-dir")
@@ -296,10 +383,7 @@ class Run:
             self.best = state.get("best")
             self.guard = dict(state.get("guard") or self.guard)
             self.noise.set_state(state["noise_rng"])
-            if state.get("world_size", 1) != info.world_size and self.main:
-                warnings.warn(f"resuming a run of {state.get('world_size', 1)} processes with {info.world_size}: "
-                              "training continues, but the data order and batch statistics differ from an "
-                              "uninterrupted run", stacklevel=2)
+            stream_state = stream_position(state, cfg.batch_size * info.world_size)
         self.stream = BatchStream(self.dataset, cfg.batch_size, cfg.seed, cfg.num_workers, **stream_state,
                                   rank=info.rank, world_size=info.world_size)
         self.batches = Batches(self.stream, self.noise, self.G, cfg.batch_size, info, self.device,
@@ -389,10 +473,12 @@ class Run:
                         "objective": vars(cfg.objective_config()), "hardware": self.hardware,
                         "model": self.mcfg.to_dict(), "dataset": self.dataset.describe(),
                         "world_size": self.info.world_size, "init_from": self.init_record})
+        dropped = trim_logs(self.dir / "logs", self.step) if main and self.resumed else 0
         self.logger = RunLogger(self.dir / "logs", cfg.tensorboard) if main else None
         if main:
+            resumed = {"resumed": {**self.resumed, "log_lines_dropped": dropped}} if self.resumed else {}
             self.logger.record("metrics.jsonl", {"step": self.step, "event": "start",
-                                                 "world_size": self.info.world_size, **self.hardware})
+                                                 "world_size": self.info.world_size, **resumed, **self.hardware})
         evaluate = main and cfg.eval.every
         self.evaluator = Evaluator(cfg, self.dataset, self.device, self.mcfg) if evaluate else None
         self.sums: dict[str, torch.Tensor] = {}
@@ -494,15 +580,26 @@ class Run:
                        buffers=cfg.family.ema_buffers)
 
     def _periodic(self, bar) -> None:
+        """Log lines (every rank's values), then rank 0's work (sample grid, evaluation, checkpoint) while the other
+        ranks wait for it at a monitored barrier."""
         cfg, step = self.cfg, self.step
         if step % cfg.log_every == 0 or step == cfg.iterations:
             self._log(bar)
-        if self.main and cfg.sample_every and step % cfg.sample_every == 0:
-            self.write_grid(self.G_ema if self.G_ema is not None else self.G, f"iter_{step:06d}.png")
-        if self.evaluator is not None and step % cfg.eval.every == 0:
-            self.evaluate()
-        if self.main and cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.iterations:
-            self.checkpoint()
+        work = []
+        if cfg.sample_every and step % cfg.sample_every == 0:
+            work.append("sample grid")
+            if self.main:
+                self.write_grid(self.G_ema if self.G_ema is not None else self.G, f"iter_{step:06d}.png")
+        if cfg.eval.every and step % cfg.eval.every == 0:
+            work.append("evaluation")
+            if self.evaluator is not None:
+                self.evaluate()
+        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.iterations:
+            work.append("checkpoint")
+            if self.main:
+                self.checkpoint()
+        if work:
+            wait_for(self.info, f"after rank 0's {' and '.join(work)} of step {step}", cfg.barrier_timeout)
 
     def _log(self, bar) -> None:
         """Means since the last log line of every value the phases returned, over all ranks (rank 0 writes)."""
