@@ -4,11 +4,21 @@ Folders can be far larger than memory, so images are decoded in `__getitem__`. A
 holds a few broken files; they are skipped and counted rather than allowed to stop a training run hours in. Every
 file is decoded once when the folder is opened (JPEGs at 1/8 scale, which reads all their data for a fraction of
 the cost), so that truncated files are found then and counted in one warning, not one warning each mid-run.
+
+The check is remembered: `DIR/.scalegan-check.json` (or, when DIR is read-only, a file under
+`scalegan.utils.cache_dir()/folder-checks/`) holds, for each folder of images (a class, or DIR itself), a SHA-256 of
+its files' relative paths, sizes and modification times and the names of the unreadable ones. The next open stats
+every file and decodes only the folders whose hash changed, so an ImageNet-sized folder opens in seconds, not an
+hour. A folder with a file modified in the last `SETTLE_NS` is not remembered: on a file system with coarse
+timestamps, a rewrite in the same tick would keep the size and time that the check saw.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +28,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from ..utils import atomic_path, cache_dir, read_json
 from .base import RESAMPLE, DatasetError, ImageDataset, to_float
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
@@ -26,6 +37,10 @@ EXAMPLES_SHOWN = 3
 PROGRESS_FROM = 2000  # folders with at least this many files show a progress bar while they are checked
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 GREY_MODES = SIXTEEN_BIT_MODES | {"1", "L", "LA", "La"}  # one colour plane, with or without alpha
+CHECK_FILE = ".scalegan-check.json"  # hidden: never taken for an image, and copied along with the folder
+CHECK_KIND = "scalegan-folder-check"
+CHECK_VERSION = 1
+SETTLE_NS = 2_000_000_000  # files modified this recently (or dated in the future) are checked again next time
 
 
 class UnreadableImageWarning(UserWarning):
@@ -66,6 +81,85 @@ def _unreadable(files: list[Path], root: Path) -> list[Path]:
             readable += pool.map(_is_readable, files[start : start + 1024])
             bar.update(len(files[start : start + 1024]))
     return [f for f, ok in zip(files, readable) if not ok]
+
+
+def _groups(files: list[Path], root: Path) -> dict[str, dict]:
+    """The files by the folder that holds them (relative to `root`, "" for `root` itself): their relative paths,
+    a SHA-256 of `relpath\\0size\\0mtime_ns` lines, and whether all of them are older than `SETTLE_NS`."""
+    base, newest_allowed = str(root) + os.sep, time.time_ns() - SETTLE_NS
+    groups: dict[str, dict] = {}
+    for f in files:
+        text = str(f)  # `root / ...` (built by _scan), except below "." whose children have no "./"
+        relative = (text[len(base):] if text.startswith(base) else os.path.relpath(text, root)).replace(os.sep, "/")
+        st = f.stat()
+        group = groups.setdefault(relative.rpartition("/")[0], {"files": [], "names": [], "digest": hashlib.sha256(),
+                                                               "settled": True})
+        group["files"].append(f)
+        group["names"].append(relative)
+        group["digest"].update(f"{relative}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        group["settled"] &= st.st_mtime_ns <= newest_allowed
+    for group in groups.values():
+        group["key"] = group.pop("digest").hexdigest()
+    return groups
+
+
+def _fallback_check_file(root: Path) -> Path:
+    """Where the check of a read-only folder is kept: the user's cache, named by the folder's absolute path."""
+    name = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:32]
+    return cache_dir() / "folder-checks" / f"{name}.json"
+
+
+def _load_check(path: Path) -> dict[str, dict]:
+    """The remembered groups in `path`; {} when it is absent, damaged or of another version (then checked again)."""
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict) or record.get("kind") != CHECK_KIND or record.get("version") != CHECK_VERSION \
+            or not isinstance(record.get("groups"), dict):
+        return {}
+    return {name: g for name, g in record["groups"].items() if isinstance(g, dict) and isinstance(g.get("key"), str)
+            and isinstance(g.get("unreadable"), list) and all(isinstance(u, str) for u in g["unreadable"])}
+
+
+def _save_check(places: list[tuple[Path, dict]], root: Path, groups: dict[str, dict], count: int) -> None:
+    """Write the groups to the first place that takes them (the folder, then the cache), unless one holds them."""
+    if any(saved == groups for _, saved in places):
+        return
+    record = {"kind": CHECK_KIND, "version": CHECK_VERSION, "root": str(root.resolve()), "groups": groups}
+    errors = []
+    for path, _ in places:
+        try:
+            with atomic_path(path) as tmp, open(tmp, "w") as f:
+                json.dump(record, f, separators=(",", ":"))
+            return
+        except OSError as e:  # a read-only folder, a full disk, no home folder: the next place, or check again
+            errors.append(f"{path}: {e.strerror or e}")
+    if count >= PROGRESS_FROM:  # only worth a word when the check took a while
+        warnings.warn(f"could not remember the check of {root} ({'; '.join(errors)}); the next open decodes its "
+                      f"{count} files again", stacklevel=4)
+
+
+def _unreadable_remembered(files: list[Path], root: Path) -> list[Path]:
+    """`_unreadable`, decoding only the folders whose files changed since the check that `CHECK_FILE` (or its
+    fallback in the cache) remembers; then remembers this one."""
+    groups = _groups(files, root)
+    places = [(path, _load_check(path)) for path in (root / CHECK_FILE, _fallback_check_file(root))]
+    bad: set[Path] = set()
+    todo: list[str] = []
+    for name, group in groups.items():
+        known = next((saved[name] for _, saved in places if saved.get(name, {}).get("key") == group["key"]), None)
+        if known is None:
+            todo.append(name)
+        else:
+            unreadable = set(known["unreadable"])
+            bad.update(f for f, relative in zip(group["files"], group["names"]) if relative in unreadable)
+    if todo:
+        bad.update(_unreadable([f for name in todo for f in groups[name]["files"]], root))
+    remembered = {name: {"key": g["key"], "unreadable": [r for f, r in zip(g["files"], g["names"]) if f in bad]}
+                  for name, g in groups.items() if g["settled"]}
+    _save_check(places, root, remembered, len(files))
+    return [f for f in files if f in bad]
 
 
 def _examples(paths: list[Path]) -> str:
@@ -137,7 +231,7 @@ class FolderImageDataset(ImageDataset):
             channels=channels or 3,
             class_names=class_names,
         )
-        unreadable = _unreadable(files, root)
+        unreadable = _unreadable_remembered(files, root)
         if len(unreadable) == len(files):
             raise DatasetError(
                 f"none of the {len(files)} image files in {root} could be read (e.g. {_examples(files)}); "
