@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,11 +22,20 @@ from scalegan.training.loop import trim_logs
 pytestmark = pytest.mark.slow
 
 # A torchrun worker: `scalegan train` with every iteration at least SLOW seconds long (so a kill lands inside
-# training on any machine) and, with LATE_RANK, that rank LATE seconds late at its periodic barriers.
+# training on any machine), with LATE_RANK, that rank LATE seconds late at its periodic barriers, and with READ_LOG,
+# every image index a packed dataset reads appended to READ_LOG.RANK.
 CHILD = """
 import os, sys, time
+from scalegan.data.packed import PackedDataset
 from scalegan.training import loop
 from scalegan.cli import main
+if os.environ.get("READ_LOG"):
+    getitem, log = PackedDataset.__getitem__, open(os.environ["READ_LOG"] + "." + os.environ["RANK"], "a")
+    def logged(self, i):
+        log.write(f"{i}\\n")
+        log.flush()
+        return getitem(self, i)
+    PackedDataset.__getitem__ = logged
 slow, late = float(os.environ.get("SLOW", "0")), int(os.environ.get("LATE_RANK", "-1"))
 periodic, wait_for = loop.Run._periodic, loop.wait_for
 def slowed(self, bar):
@@ -91,12 +101,21 @@ def _same_weights(a, b) -> None:
 
 
 def test_two_node_agents_train_as_two_ranks(tiny_npz, tmp_path, child):
-    """Two node agents (c10d rendezvous over loopback, one process each) end with the weights of one
-    `torchrun --standalone` run of 2 processes, bit for bit; that run matches one process with the global batch
-    (tests/test_distributed.py)."""
-    common = ["--data", f"npz:{tiny_npz}", "--batch-size", "8", "--iterations", "4", *TRAIN]
-    logs = _finish(_agents(child, [*common, "--out-dir", str(tmp_path / "nodes")], tmp_path), tmp_path)
+    """Two node agents (c10d rendezvous over loopback, one process each) training on a packed dataset end with the
+    weights of one `torchrun --standalone` run of 2 processes, bit for bit (that run matches one process with the
+    global batch: tests/test_distributed.py); each rank reads only the images of its own slices."""
+    packed = tmp_path / "packed"
+    done = subprocess.run([sys.executable, "-m", "scalegan", "prepare", f"npz:{tiny_npz}", str(packed),
+                           "--resolution", "32"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    # 3 iterations x 2 D steps = 6 global batches of 16: one epoch of the 96 images
+    common = ["--data", f"packed:{packed}", "--batch-size", "8", "--iterations", "3", *TRAIN]
+    reads = tmp_path / "reads"
+    logs = _finish(_agents(child, [*common, "--out-dir", str(tmp_path / "nodes")], tmp_path,
+                           env={"READ_LOG": str(reads)}), tmp_path)
     assert all("error" not in log.lower() for log in logs), logs
+    by_rank = [[int(x) for x in Path(f"{reads}.{rank}").read_text().split()] for rank in (0, 1)]
+    assert [len(r) for r in by_rank] == [48, 48] and len(set(by_rank[0] + by_rank[1])) == 96  # disjoint, all
     proc = _torchrun(2, [*common, "--out-dir", str(tmp_path / "standalone")])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
