@@ -282,3 +282,22 @@ def test_worker_processes_write_the_same_bytes(tmp_path):
     prepare(str(src), tmp_path / "two", resolution=8, shard_size=4, workers=2, progress=False)
     for name in ("shard-00000.npy", "shard-00001.npy", "labels.npy", "report.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_workers_hand_over_uint8_and_the_batches_are_the_same(tiny_npz, tmp_path, workers):
+    """The training stream reads packed (and folder) items as uint8 and converts them in the loop's process: the
+    batches equal the datasets' own float32 items, mirrored copies included."""
+    from scalegan.data import Mirrored
+    from scalegan.training.stream import BatchStream
+
+    prepare(f"npz:{tiny_npz}", tmp_path / "packed", resolution=32, progress=False)
+    for dataset in (PackedDataset(tmp_path / "packed"), Mirrored(PackedDataset(tmp_path / "packed"))):
+        assert dataset.has_pixels and dataset.pixels(1)[0].dtype == torch.uint8
+        stream = BatchStream(dataset, 16, seed=3, num_workers=workers)
+        order = stream._order(0)
+        for k in range(2):
+            x, y = next(stream)
+            expected = [dataset[int(i)] for i in order[16 * k:16 * (k + 1)]]
+            assert x.dtype == torch.float32 and torch.equal(x, torch.stack([e[0] for e in expected]))
+            assert torch.equal(y, torch.stack([torch.as_tensor(e[1]) for e in expected]))

@@ -54,6 +54,16 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def pixels(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item ``i`` as uint8 ``[C, H, W]`` and its label: what ``__getitem__`` returns before ``to_float``. Data
+        loader workers hand these over (a quarter of float32's bytes) and the loop converts them. Datasets that
+        read or decode per item implement it; ``has_pixels`` says whether one does."""
+        raise NotImplementedError(f"{type(self).__name__} has no uint8 items")
+
+    @property
+    def has_pixels(self) -> bool:
+        return type(self).pixels is not ImageDataset.pixels
+
     @property
     def skipped(self) -> int:
         """How many source images were left out because they could not be read."""
@@ -141,11 +151,21 @@ class Mirrored(ImageDataset):
         return 2 * len(self.dataset)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._item(i, self.dataset.__getitem__)
+
+    def pixels(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._item(i, self.dataset.pixels)
+
+    @property
+    def has_pixels(self) -> bool:
+        return self.dataset.has_pixels
+
+    def _item(self, i: int, read) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(self.dataset)
         if not -2 * n <= i < 2 * n:
             raise IndexError(f"index {i} out of range for {2 * n} images")
         i %= 2 * n
-        x, y = self.dataset[i % n]
+        x, y = read(i % n)
         return (x.flip(-1) if i >= n else x), y
 
     @property

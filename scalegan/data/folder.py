@@ -289,6 +289,10 @@ class FolderImageDataset(ImageDataset):
         return self._unreadable + len(self._failed)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.pixels(i)
+        return to_float(x), y
+
+    def pixels(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(self.files)
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {n} images")  # also ends plain iteration
@@ -306,7 +310,7 @@ class FolderImageDataset(ImageDataset):
                     stacklevel=2,
                 )
                 continue
-            return to_float(x), self.labels[j]
+            return x, self.labels[j]
         raise DatasetError(
             f"no image in {self.path} could be decoded; every file failed (see warnings above)"
         )

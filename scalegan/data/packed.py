@@ -129,6 +129,10 @@ class PackedDataset(ImageDataset):
         return self._starts[-1]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.pixels(i)
+        return to_float(x), y
+
+    def pixels(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {n} images")
@@ -137,7 +141,7 @@ class PackedDataset(ImageDataset):
         pixels = np.array(self._shard(k)[i - self._starts[k]])  # a copy: one image leaves the memory map
         if (self.channels, self.resolution) != self.stored:
             pixels = self._convert(pixels)
-        return to_float(torch.from_numpy(pixels)), torch.tensor(int(self.labels[i]), dtype=torch.int64)
+        return torch.from_numpy(pixels), torch.tensor(int(self.labels[i]), dtype=torch.int64)
 
     def _convert(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [C, R, R] at the stored size -> the requested channels and resolution."""

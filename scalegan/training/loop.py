@@ -581,7 +581,7 @@ class Run:
 
     def _periodic(self, bar) -> None:
         """Log lines (every rank's values), then rank 0's work (sample grid, evaluation, checkpoint) while the other
-        ranks wait for it at a monitored barrier."""
+        ranks wait for it at a barrier (``distributed.wait_for``: its timeout names a rank that does not arrive)."""
         cfg, step = self.cfg, self.step
         if step % cfg.log_every == 0 or step == cfg.iterations:
             self._log(bar)

@@ -9,7 +9,22 @@ see disjoint shards, and N ranks x B images see what one process with N x B imag
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
+
+from ..data.base import to_float
+
+
+class _Pixels(Dataset):
+    """A dataset's uint8 items (``ImageDataset.pixels``): what loader workers send to the training process."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return self.dataset.pixels(i)
 
 
 class BatchStream:
@@ -43,9 +58,11 @@ class BatchStream:
             images, labels = tensors
             self._iter = ((images[b].float().div_(127.5).sub_(1), labels[b]) for b in batches)
         else:
-            loader = DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches],
-                                num_workers=self.num_workers, persistent_workers=False)
-            self._iter = iter(loader)
+            # Workers hand over uint8 pixels (a quarter of float32's bytes), converted here as the dataset would.
+            pixels = getattr(self.dataset, "has_pixels", False)
+            loader = DataLoader(_Pixels(self.dataset) if pixels else self.dataset, num_workers=self.num_workers,
+                                batch_sampler=[b.tolist() for b in batches], persistent_workers=False)
+            self._iter = ((to_float(x), y) for x, y in loader) if pixels else iter(loader)
 
     def __iter__(self):
         return self
