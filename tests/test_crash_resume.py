@@ -51,12 +51,17 @@ def _weights(run) -> dict:
     return {p.name: load_file(p) for p in sorted(folder.glob("*.safetensors"))}
 
 
-def _kill_after_steps(child, log, offset: int, steps: int, delay: float) -> None:
-    """SIGKILL ``child`` ``delay`` seconds after it has logged ``steps`` iterations (the log lines it appends after
-    byte ``offset`` of ``log``)."""
+def _starts(log) -> int:
+    return log.read_text().count('"event": "start"') if log.is_file() else 0
+
+
+def _kill_after_steps(child, log, starts: int, steps: int, delay: float) -> None:
+    """SIGKILL ``child`` ``delay`` seconds after it has logged ``steps`` iterations (the log lines after its start
+    line, the log's start line number ``starts`` + 1: a resumed run first drops the lines past its checkpoint)."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and child.poll() is None:
-        lines = log.read_text()[offset:].splitlines() if log.is_file() else []
+        parts = log.read_text().split('"event": "start"') if log.is_file() else []
+        lines = parts[-1].splitlines()[1:] if len(parts) > starts + 1 else []
         logged = [json.loads(x)["step"] for x in lines if '"loss_g"' in x]
         if len(logged) * 2 >= steps:  # a loss line every 2 iterations
             time.sleep(delay)
@@ -79,11 +84,11 @@ def test_killed_and_resumed_runs_end_bit_identical(tiny_npz, tmp_path):
         resume = (run / "checkpoints" / "latest").is_file()
         cfg = tiny_config(tiny_npz, run, resume=resume, **settings).to_dict()
         kill = [kind, value] if kind in ("save", "manifest") else None
-        offset = len(log.read_text()) if log.is_file() else 0
+        starts = _starts(log)
         child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(cfg), json.dumps(kill)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if kind == "steps":
-            _kill_after_steps(child, log, offset, value, rng.uniform(0.0, 0.05))
+            _kill_after_steps(child, log, starts, value, rng.uniform(0.0, 0.05))
         _, err = child.communicate(timeout=300)
         if kind is None:
             assert child.returncode == 0, err[-2000:]
@@ -92,6 +97,8 @@ def test_killed_and_resumed_runs_end_bit_identical(tiny_npz, tmp_path):
             kills += 1
     assert kills == 6
     assert json.loads((run / "summary.json").read_text())["step"] == settings["iterations"]
+    logged = [json.loads(x)["step"] for x in log.read_text().splitlines() if '"loss_g"' in x]
+    assert logged == list(range(2, 61, 2))  # each step once: what a killed run logged after its checkpoint is dropped
     a, b = _weights(reference), _weights(run)
     assert a.keys() == b.keys() == {"G.safetensors", "G_ema.safetensors", "D.safetensors", "model.safetensors"}
     for name in a:

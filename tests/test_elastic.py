@@ -30,12 +30,12 @@ from scalegan.data.packed import PackedDataset
 from scalegan.training import loop
 from scalegan.cli import main
 if os.environ.get("READ_LOG"):
-    getitem, log = PackedDataset.__getitem__, open(os.environ["READ_LOG"] + "." + os.environ["RANK"], "a")
-    def logged(self, i):
+    read, log = PackedDataset.pixels, open(os.environ["READ_LOG"] + "." + os.environ["RANK"], "a")
+    def logged(self, i):  # what the training stream reads (uint8 items)
         log.write(f"{i}\\n")
         log.flush()
-        return getitem(self, i)
-    PackedDataset.__getitem__ = logged
+        return read(self, i)
+    PackedDataset.pixels = logged
 slow, late = float(os.environ.get("SLOW", "0")), int(os.environ.get("LATE_RANK", "-1"))
 periodic, wait_for = loop.Run._periodic, loop.wait_for
 def slowed(self, bar):
