@@ -36,6 +36,9 @@ Optional hooks:
 - ``upgrade(data)``: a config dict written by an earlier version, with renamed fields brought up to date;
 - ``precision_defaults(config, precision)``: model config fields that training in ``precision`` (float32, bf16
   or fp16) sets unless the user did (StyleGAN2 under fp16: ``conv_clamp`` 256, as stylegan2-ada);
+- ``tune_groups(G)``: G's parameters in groups from the input (low-resolution) side to the output side: generator
+  tuning after inversion unfreezes them in that order, one more per stage (Deep Generative Prior); None (the
+  default): pivotal tuning, all of G at once around the fixed latents with a locality regulariser (``scalegan.tune``);
 - ``ema_buffers``: how G_ema follows G's buffers: ``"average"`` them like parameters (BigGAN-PyTorch, whose BN
   running statistics are averaged) or ``"copy"`` them (stylegan2-ada, whose tracked W averages are copied).
 """
@@ -95,6 +98,7 @@ class Family:
     pretrained_parts: Callable[[Any], tuple[str, ...]] = lambda net: ()
     upgrade: Callable[[dict], dict] = lambda data: data
     precision_defaults: Callable[[Any, str], dict] = lambda config, precision: {}
+    tune_groups: Callable[[Any], list] | None = None
     ema_buffers: str = "average"
     about: str = ""
 

@@ -9,8 +9,9 @@ The search is Adam on the latents only (G is left as it is: eval mode, which wri
 gradients) with several restarts, on a loss of
 
 - pixels: mean squared error of the degraded generated image against the input;
-- several scales: the same on an average-pooled image pyramid (down to 4 px), and, with a ``classifier`` (the
-  project's ``SmallClassifier``, which ``ClassifierBackbone`` wraps), the distance of its penultimate features;
+- several scales: the same on an average-pooled image pyramid (down to 4 px), and a feature loss where asked
+  (``features``: a ``scalegan.perceptual.FeatureNet``, D's blocks, Inception or a classifier; by default, with a
+  ``classifier`` (the project's ``SmallClassifier``), the distance of its penultimate features);
 - a latent prior: BigGAN keeps z near the shell of N(0, I) (``(mean(z^2) - 1)^2``); StyleGAN2 keeps W near the
   centre it starts from (the class's average W when the model tracks one, else ``w_avg``).
 
@@ -24,7 +25,11 @@ highest (``D(x, c)`` for every class); else a ``classifier``'s ``top_k``; else e
 ``max_classes``), narrowed to ``top_k`` after the first part of the search. The first part (a quarter of the steps)
 runs every restart of every candidate; the rest continues the best restart of each of the ``top_k`` best
 candidates (W-space models: the best one, the class being decided); the lowest final objective (loss + prior)
-picks the class and latent of each image. (``scalegan
+picks the class and latent of each image.
+
+With ``tune`` (steps or a ``scalegan.tune.TuneConfig``), a copy of G is then tuned per image around its latent
+on the same loss (``scalegan.tune``: DGP's progressive tuning for BigGAN, pivotal tuning for StyleGAN2), and the
+result holds the tuned generators, which render the result's latents. (``scalegan
 invert`` passes D only for models of more than 64 classes: on its benchmark, trying every class found the class
 far more often than D's top-k.)
 """
@@ -44,8 +49,11 @@ from torch import nn
 from tqdm import tqdm
 
 from .family import get_family, latent_shape, w_shape
+from .perceptual import FeatureNet, classifier_features, feature_distance
 from .sampling import render
 from .sources import resolve_source
+from .tune import TuneConfig, tune as tune_generator
+from .tune import settings as tune_settings
 from .utils import device_of
 
 TASKS = ("invert", "inpaint", "superres")
@@ -63,7 +71,9 @@ class InversionResult:
     ``loss``: the final search objective (with the prior); ``candidates``: per image, every class tried, best
     first, with its objective and PSNR (after the first part of the search for classes not continued);
     ``class_source``: where the candidates came from (``given``, ``discriminator``, ``classifier``, ``all``,
-    ``unconditional``)."""
+    ``unconditional``); ``feature_loss``: the feature network's name (``none``). With tuning: ``generators``, one
+    tuned G per image (``generators[i](latents[i:i+1], y[i:i+1])`` is image i's generated image),
+    ``psnr_search``: the PSNR before tuning, ``tuning``: its settings."""
 
     images: torch.Tensor
     latents: torch.Tensor
@@ -73,6 +83,10 @@ class InversionResult:
     candidates: list[list[dict]] = field(default_factory=list)
     class_source: str = "unconditional"
     task: str = "invert"
+    feature_loss: str = "none"
+    generators: list[nn.Module] | None = None
+    psnr_search: torch.Tensor | None = None
+    tuning: dict | None = None
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -201,20 +215,16 @@ def _pyramid_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torc
 
 
 class _Loss:
-    """The search loss per image of a batch: pixels + pyramid + classifier features through the degradation."""
+    """The search loss per image of a batch: pixels + pyramid + features through the degradation."""
 
-    def __init__(self, degrade: Degradation, target: torch.Tensor, classifier: nn.Module | None,
+    def __init__(self, degrade: Degradation, target: torch.Tensor, features: FeatureNet | None,
                  feature_weight: float):
-        self.degrade, self.target, self.classifier, self.feature_weight = degrade, target, classifier, feature_weight
+        self.degrade, self.target, self.features, self.feature_weight = degrade, target, features, feature_weight
         self.target_features = None
-        if classifier is not None:
+        if features is not None:
+            weight = degrade.weight(None, target.device)  # inpainting: the holes count in neither image
             with torch.no_grad():
-                self.target_features = classifier.features(self._fit(target))
-
-    def _fit(self, x: torch.Tensor) -> torch.Tensor:
-        """Images at the classifier's input size (bilinear; the same for generated and input images)."""
-        size = self.classifier.config.resolution
-        return x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+                self.target_features = features.features(target if weight is None else target * weight)
 
     def __call__(self, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss [B], pixel mean squared error [B]) of generated images ``x`` whose inputs are ``index``."""
@@ -224,10 +234,9 @@ class _Loss:
         scale = torch.ones(len(x), device=x.device) if weight is None else weight.flatten(1).mean(1).expand(len(x))
         pixel = (observed - target).square().flatten(1).mean(1) / scale
         loss = pixel + _pyramid_loss(observed, target, scale)
-        if self.classifier is not None:
-            features = self.classifier.features(self._fit(observed))
-            reference = self.target_features[index]
-            distance = (features - reference).square().mean(1) / reference.square().mean(1).clamp_min(1e-8)
+        if self.features is not None:
+            reference = [f[index.to(f.device)] for f in self.target_features]
+            distance = feature_distance(self.features.features(observed), reference).to(loss.device)
             loss = loss + self.feature_weight * distance
         return loss, pixel
 
@@ -467,7 +476,8 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
            task: str = "invert", mask: torch.Tensor | None = None, factor: int = 4, restarts: int = 4,
            steps: int = 300, top_k: int = 3, max_classes: int = 64, lr: float | None = None,
            prior_weight: float = 1e-3, feature_weight: float = 0.1, wplus: bool | None = None,
-           truncation: float | None = None, seed: int = 0, progress: bool = False) -> InversionResult:
+           truncation: float | None = None, seed: int = 0, progress: bool = False,
+           features: FeatureNet | bool | None = None, tune: int | TuneConfig | None = None) -> InversionResult:
     """Find a class and latent per image whose generated image matches it (see the module docstring).
 
     ``images``: float [N, C, S, S] in [-1, 1] with G's channels, S = G's resolution (``superres``: resolution /
@@ -475,14 +485,21 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
     when none are given. ``mask`` (inpaint): [R, R] or [N, 1, R, R], 1 = known pixel. ``lr``: Adam's step (default
     0.05 for z, 0.05 x W's spread for W). ``wplus``: per-layer W for the last quarter (StyleGAN2; default: on for
     ``invert``, off for restoration, where the extra freedom fits the degraded input instead of the image).
-    ``seed`` makes the restarts reproducible; G is not changed."""
+    ``seed`` makes the restarts reproducible. ``features``: the feature loss's network (``scalegan.perceptual``);
+    None: the classifier's features when a classifier is given; False: none. ``tune``: tuning steps or a
+    ``TuneConfig`` (None or 0: no tuning): one tuned copy of G per image. G is not changed."""
     if restarts < 1 or steps < 1 or top_k < 1:
         raise ValueError(f"restarts, steps and top_k must be >= 1, got {restarts}, {steps}, {top_k}")
     degrade = Degradation(task, G.config.resolution, mask, factor)
     target = _check_images(G, images, degrade)
     generator = torch.Generator().manual_seed(seed)
     w_space = is_w_space(G)
-    with _eval_mode(G), _eval_mode(classifier), frozen(G), frozen(classifier):
+    if features is None and classifier is not None:
+        features = classifier_features(classifier)
+    features = features or None
+    tune = TuneConfig(steps=tune, seed=seed) if isinstance(tune, int) and tune else (tune or None)
+    net = None if features is None else features.net
+    with _eval_mode(G), _eval_mode(classifier), frozen(G), frozen(classifier), _eval_mode(net), frozen(net):
         candidates, source = candidate_classes(G, degrade.preview(target).cpu(), classes, D, classifier, top_k,
                                                max_classes)
         w_scale = _w_scale(G, None if candidates is None else candidates.reshape(-1).to(device_of(G)),
@@ -490,7 +507,7 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
         wplus = (task == "invert") if wplus is None else wplus
         settings = _Settings(steps, lr or 0.05 * w_scale, prior_weight, w_space, w_scale,
                              steps - steps // 4 if (w_space and wplus) else None, truncation, progress)
-        loss_fn = _Loss(degrade, target, classifier, feature_weight)
+        loss_fn = _Loss(degrade, target, features, feature_weight)
         n = len(target)
         in_z = w_space and candidates is not None and candidates.shape[1] > 1  # decide the class in z + class
         first = _first_batch(G, candidates, n, restarts, generator, w_space and not in_z)
@@ -513,12 +530,39 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
             latents = batch.latent
             if w_space and latents.dim() == 2:
                 latents = latents[:, None].repeat(1, w_shape(G)[0], 1)
-            restored = degrade.restore(generated, target)
             score = psnr(degrade(generated), target, degrade.weight(None, generated.device))
+        searched, generators = score, None
+        if tune is not None:
+            generators, latents, generated = _tune_each(G, latents, batch, loss_fn, settings, tune, progress)
+            with torch.no_grad():
+                score = psnr(degrade(generated), target, degrade.weight(None, generated.device))
+        with torch.no_grad():
+            restored = degrade.restore(generated, target)
     per_image = [sorted((r for (i, _), r in records.items() if i == k),
                         key=lambda r: (r["stage"] != "final", r["loss"])) for k in range(n)]
     return InversionResult(restored.detach().float(), latents.detach().float(), batch.y, score.cpu(), loss.cpu(),
-                           per_image, source, task)
+                           per_image, source, task, features.name if features is not None else "none", generators,
+                           searched.cpu() if tune is not None else None,
+                           tune_settings(G, tune) if tune is not None else None)
+
+
+def _tune_each(G, latents: torch.Tensor, batch: _Batch, loss_fn: _Loss, settings: _Settings, config: TuneConfig,
+               progress: bool) -> tuple[list[nn.Module], torch.Tensor, torch.Tensor]:
+    """One tuned copy of G per image (rows of ``batch`` in image order): (generators, latents, generated images)."""
+    generators, tuned_latents, images = [], [], []
+    for i in range(len(latents)):
+        index = batch.index[i:i + 1]
+        y = None if batch.y is None else batch.y[i:i + 1]
+        centre = None if batch.centre is None else batch.centre[i:i + 1]
+        prior = lambda latent: settings.prior_weight * _prior(latent, centre, settings.w_scale)  # noqa: E731
+        render_fn = lambda net, latent, yy: _render(net, latent, yy, settings.w_space, settings.truncation)  # noqa: E731
+        tuned, latent = tune_generator(G, latents[i:i + 1], y, lambda x: loss_fn(x, index)[0], render_fn, prior,
+                                       config, progress)
+        generators.append(tuned)
+        tuned_latents.append(latent)
+        with torch.no_grad():
+            images.append(render_fn(tuned, latent, y))
+    return generators, torch.cat(tuned_latents), torch.cat(images)
 
 
 def _top_per_image(index: torch.Tensor, loss: torch.Tensor, top_k: int, rows: torch.Tensor) -> torch.Tensor:

@@ -285,6 +285,17 @@ def latent_layers(G: Generator) -> list[tuple[nn.Module, slice, int]]:
     return out
 
 
+def tune_groups(first: list[nn.Module], blocks: nn.ModuleList, attention: nn.ModuleDict) -> list[list[nn.Parameter]]:
+    """G's parameters input side first, for progressive tuning after inversion (Deep Generative Prior): the
+    ``first`` modules (the linear layer on z, the class embedding), then each block with its attention. The output
+    BN and conv are left out, as DGP's optimiser does."""
+    groups = [[p for m in first if m is not None for p in m.parameters()]]
+    for i, block in enumerate(blocks):
+        extra = attention[str(i)].parameters() if str(i) in attention else ()
+        groups.append([*block.parameters(), *extra])
+    return groups
+
+
 def tiny(config: BigGANConfig) -> dict:
     """Test-sized widths at the preset's resolution (hierarchical z needs z_dim divisible by stages + 1)."""
     return dict(ch=8, d_ch=8, z_dim=4 * (config.num_stages + 1), shared_dim=8)
@@ -297,6 +308,7 @@ FAMILY = register(Family(
     discriminator_blocks=lambda D: [nn.ModuleList([b, *([D.attention[str(i)]] if str(i) in D.attention else [])])
                                     for i, b in enumerate(D.blocks)],
     latent_layers=latent_layers,
+    tune_groups=lambda G: tune_groups([G.linear, G.shared], G.blocks, G.attention),
     upgrade=lambda data: rename_fields(data, {"dim_z": "z_dim"}),  # before 0.2: dim_z
     about="BigGAN: residual up/down blocks, shared class embedding, hierarchical z (BigGAN-PyTorch layout)",
 ))

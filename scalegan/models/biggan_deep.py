@@ -32,7 +32,7 @@ from ..layers import (
     sn_conv,
 )
 from ..objectives.biggan import BigGANObjective, draw_z, standing_stats
-from .biggan import IMAGENET_TRAIN
+from .biggan import IMAGENET_TRAIN, tune_groups
 from .biggan_deep_fold import fast_generator
 
 # Channel multipliers of ``ch`` along the network; block k maps mult[k] -> mult[k + 1].
@@ -308,6 +308,7 @@ FAMILY = register(Family(
                                                    *([D.attention[str(k)]] if str(k) in D.attention else [])])
                                     for k, b in enumerate(D.blocks)],
     latent_layers=latent_layers,
+    tune_groups=lambda G: tune_groups([G.linear, G.embeddings], G.blocks, G.attention),
     upgrade=lambda data: rename_fields(data, {"dim_z": "z_dim"}),  # before 0.2: dim_z
     about="BigGAN-deep: bottleneck blocks; TF-Hub / pytorch-pretrained-biggan layout",
 ))
