@@ -52,8 +52,9 @@ from .family import get_family, latent_shape, w_shape
 from .perceptual import FeatureNet, classifier_features, feature_distance
 from .sampling import render
 from .sources import resolve_source
-from .tune import TuneConfig, tune as tune_generator
+from .tune import TuneConfig
 from .tune import settings as tune_settings
+from .tune import tune as tune_generator
 from .utils import device_of
 
 TASKS = ("invert", "inpaint", "superres")
@@ -550,13 +551,13 @@ def _tune_each(G, latents: torch.Tensor, batch: _Batch, loss_fn: _Loss, settings
                progress: bool) -> tuple[list[nn.Module], torch.Tensor, torch.Tensor]:
     """One tuned copy of G per image (rows of ``batch`` in image order): (generators, latents, generated images)."""
     generators, tuned_latents, images = [], [], []
+    render_fn = lambda net, latent, y: _render(net, latent, y, settings.w_space, settings.truncation)  # noqa: E731
     for i in range(len(latents)):
         index = batch.index[i:i + 1]
         y = None if batch.y is None else batch.y[i:i + 1]
         centre = None if batch.centre is None else batch.centre[i:i + 1]
-        prior = lambda latent: settings.prior_weight * _prior(latent, centre, settings.w_scale)  # noqa: E731
-        render_fn = lambda net, latent, yy: _render(net, latent, yy, settings.w_space, settings.truncation)  # noqa: E731
-        tuned, latent = tune_generator(G, latents[i:i + 1], y, lambda x: loss_fn(x, index)[0], render_fn, prior,
+        prior = lambda latent, c=centre: settings.prior_weight * _prior(latent, c, settings.w_scale)  # noqa: E731
+        tuned, latent = tune_generator(G, latents[i:i + 1], y, lambda x, k=index: loss_fn(x, k)[0], render_fn, prior,
                                        config, progress)
         generators.append(tuned)
         tuned_latents.append(latent)

@@ -17,10 +17,23 @@ from ..family import get_family
 from ..invert import TASKS, invert, load_discriminator
 from ..latents import save_latents
 from ..media import save_image
+from ..perceptual import FEATURE_LOSSES, classifier_features, discriminator_features, inception_features
 from ..sampling import resolve_class
+from ..tune import TuneConfig
 from ..utils import to_hwc, write_json
-from .options import HelpFormatter, add_device, add_generator_source, add_out_dir, any_int, positive_int
+from ..weights import save_generator
+from .options import (
+    HelpFormatter,
+    add_device,
+    add_generator_source,
+    add_out_dir,
+    any_int,
+    natural_float,
+    positive_float,
+    positive_int,
+)
 
+TUNE_STEPS = 200  # --tune without a value: enough on the small CPU presets (README: "Generator tuning")
 MAX_CLASSES = 64  # every class is tried up to this many; above, the top --top-k of the discriminator
 CONVERSION = ("converted to the model's channels (grayscale or RGB), center-cropped to a square and resized "
               "(bicubic) to the model's resolution (superres: to resolution / --factor)")
@@ -58,6 +71,23 @@ def add_parser(sub) -> None:
     p.add_argument("--restarts", type=positive_int, default=4, help="starting points per class")
     p.add_argument("--search-steps", type=positive_int, default=300, help="Adam steps of the search")
     p.add_argument("--seed", type=any_int, default=0, help="the same seed gives the same restarts")
+    p.add_argument("--tune", type=positive_int, nargs="?", const=TUNE_STEPS, default=None, metavar="STEPS",
+                   help=f"after the search, tune a copy of G per image around its latent for STEPS Adam steps "
+                   f"(default {TUNE_STEPS}): progressive, input-side blocks first, for BigGAN (Deep Generative "
+                   "Prior); pivotal with a locality regulariser for StyleGAN2")
+    p.add_argument("--tune-lr", type=positive_float, metavar="LR", help="--tune: Adam's step on G (default 2e-4 "
+                   "progressive, 3e-4 pivotal)")
+    p.add_argument("--locality-weight", type=natural_float, default=0.1, metavar="W",
+                   help="--tune, pivotal: weight of keeping the tuned G's images of random latents near the pivot "
+                   "equal to the original G's (0 = off)")
+    p.add_argument("--save-tuned", metavar="DIR", help="--tune: write each image's tuned generator as a weights "
+                   "folder DIR/STEM (model.safetensors, config.json, manifest): `scalegan edit DIR/STEM --latents "
+                   "OUT/STEM.npz` edits the image, `scalegan sample DIR/STEM --latents ...` renders it")
+    p.add_argument("--feature-loss", metavar="KIND", help="feature loss of the search and tuning, one of "
+                   f"{', '.join(FEATURE_LOSSES)}: d = the discriminator's blocks (a run or checkpoint folder has "
+                   "one), inception = the project's Inception (local weights only), classifier:DIR = a "
+                   "train-classifier folder's features. Default: the --classifier's when given, else d where the "
+                   "source has a discriminator, else none (pixels and an image pyramid)")
     add_device(p)
     p.set_defaults(func=run)
 
@@ -112,16 +142,18 @@ def _inputs(args, G) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def _classifier(args, G):
-    if not args.classifier:
-        return None
+    return _load_classifier(args.classifier, args, G) if args.classifier else None
+
+
+def _load_classifier(directory: str, args, G):
     from ..metrics.classifier import load_classifier
 
-    model = load_classifier(args.classifier, device=args.device)
+    model = load_classifier(directory, device=args.device)
     if model.config.in_channels != G.config.img_channels:
-        raise ValueError(f"--classifier {args.classifier} takes {model.config.in_channels}-channel images, the "
+        raise ValueError(f"--classifier {directory} takes {model.config.in_channels}-channel images, the "
                          f"generator makes {G.config.img_channels}")
     if G.config.n_classes and model.config.num_classes != G.config.n_classes:
-        raise ValueError(f"--classifier {args.classifier} has {model.config.num_classes} classes, the generator "
+        raise ValueError(f"--classifier {directory} has {model.config.num_classes} classes, the generator "
                          f"{G.config.n_classes}")
     return model
 
@@ -133,6 +165,10 @@ def run(args) -> int:
         if not G.config.n_classes:
             raise ValueError("this generator is unconditional: --class does not apply")
         classes = [resolve_class(c, info.class_names, G.config.n_classes) for c in args.classes]
+    if args.save_tuned and not args.tune:
+        raise ValueError("--save-tuned needs --tune: only a tuned generator is written")
+    if args.tune is None and (args.tune_lr is not None):
+        raise ValueError("--tune-lr needs --tune")
     images, masks = _inputs(args, G)
     classifier = _classifier(args, G)
     # BigGAN: trying every class beats D's top-k where that is affordable (benchmarks/invert_quality.py: D(x, c)
@@ -142,14 +178,44 @@ def run(args) -> int:
     # generated images where screening every class in z found 3 to 8).
     many = G.config.n_classes > MAX_CLASSES
     w_space = get_family(G).w_space is not None and G.config.n_classes > 1
-    D = load_discriminator(args.source, device=args.device) if (many or w_space) and not (classes or classifier) \
-        else None
+    source_D = load_discriminator(args.source, device=args.device)
+    D = source_D if (many or w_space) and not (classes or classifier) else None
+    features = _features(args, G, source_D, classifier)
     top_k = args.top_k or (1 if w_space and D is not None else 3)
+    tune = TuneConfig(steps=args.tune, lr=args.tune_lr, locality_weight=args.locality_weight, seed=args.seed) \
+        if args.tune else None
     result = invert(G, images, classes=classes, D=D, classifier=classifier, task=args.task, mask=masks,
                     factor=args.factor, restarts=args.restarts, steps=args.search_steps, top_k=top_k,
-                    max_classes=MAX_CLASSES, seed=args.seed, progress=True)
+                    max_classes=MAX_CLASSES, seed=args.seed, progress=True, features=features, tune=tune)
     _write(args, info, result)
     return 0
+
+
+def _features(args, G, D, classifier):
+    """The feature loss's network from --feature-loss (see its help), or False for none."""
+    kind = args.feature_loss
+    if kind is None:
+        return None if classifier is not None else (discriminator_features(D) if D is not None else False)
+    if kind == "none":
+        return False
+    if kind == "d":
+        if D is None:
+            raise ValueError(f"--feature-loss d: {args.source} has no discriminator (weights folders and pretrained "
+                             "names hold G only): pass a run or checkpoint folder, or another --feature-loss")
+        return discriminator_features(D)
+    if kind == "inception":
+        return inception_features(device=args.device)
+    if kind.startswith("classifier:"):
+        directory = kind.partition(":")[2]
+        if not directory:
+            raise ValueError("--feature-loss classifier:DIR needs the folder of a `scalegan train-classifier` run")
+        if not Path(directory).is_dir():
+            raise ValueError(f"--feature-loss classifier:{directory}: no such folder")
+        return classifier_features(_load_classifier(directory, args, G), f"classifier:{directory}")
+    if kind.startswith("lpips"):
+        raise ValueError("--feature-loss lpips is not supported: LPIPS needs an ImageNet backbone whose weights "
+                         f"would be downloaded; pick one of {', '.join(FEATURE_LOSSES)}")
+    raise ValueError(f"--feature-loss {kind!r}: expected one of {', '.join(FEATURE_LOSSES)}")
 
 
 def _name(info, c) -> str | None:
@@ -168,14 +234,29 @@ def _write(args, info, result) -> None:
         save_latents(out / f"{stem}.npz", result.latents[i:i + 1], None if c is None else result.y[i:i + 1],
                      psnr=np.array([score], dtype=np.float32))
         candidates = [{**r, "class_name": _name(info, r["class"])} for r in result.candidates[i]]
-        entries.append({"input": str(path), "output": f"{stem}.png", "latents": f"{stem}.npz", "class": c,
-                        "class_name": _name(info, c), "psnr": round(score, 3), "candidates": candidates})
+        entry = {"input": str(path), "output": f"{stem}.png", "latents": f"{stem}.npz", "class": c,
+                 "class_name": _name(info, c), "psnr": round(score, 3), "candidates": candidates}
         label = "" if c is None else f"class {c}" + (f" ({_name(info, c)})" if _name(info, c) else "") + ", "
-        print(f"{path}: {label}PSNR {score:.2f} dB")
+        tuned = ""
+        if result.generators is not None:
+            entry["psnr_search"] = round(float(result.psnr_search[i]), 3)
+            tuned = f" (search {entry['psnr_search']:.2f} dB, then tuned)"
+            if args.save_tuned:
+                folder = Path(args.save_tuned) / stem
+                extra = {"class_counts": list(info.class_counts)} if info.class_counts else {}
+                save_generator(result.generators[i], folder, info.class_names, info.class_ids,
+                               tuned_from=str(args.source), tuning=result.tuning, latents=str(out / f"{stem}.npz"),
+                               **extra)
+                entry["tuned_generator"] = str(folder)
+        entries.append(entry)
+        print(f"{path}: {label}PSNR {score:.2f} dB{tuned}")
     write_json(out / "summary.json", {
         "source": str(args.source), "task": args.task, "factor": args.factor if args.task == "superres" else None,
         "input_conversion": CONVERSION, "psnr_measured": _psnr_note(args.task), "class_source": result.class_source,
-        "restarts": args.restarts, "search_steps": args.search_steps, "seed": args.seed, "images": entries})
+        "restarts": args.restarts, "search_steps": args.search_steps, "seed": args.seed,
+        "feature_loss": result.feature_loss, "tuning": result.tuning,
+        "psnr_search_note": "psnr_search: after the latent search, before tuning" if result.tuning else None,
+        "images": entries})
     print(f"wrote {len(entries)} images, latents and summary.json to {out}", file=sys.stderr)
 
 
