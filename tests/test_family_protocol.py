@@ -260,6 +260,11 @@ def test_a_family_from_outside_trains_resumes_samples_serves_exports_inverts_and
     target = scalegan.sample(G, 1, y=2, seed=11)
     result = invert(G, target, classes=[2], steps=60, restarts=2, seed=0)
     assert result.latents.shape == (1, G.config.n_layers, 8) and float(result.psnr[0]) > 18
+    # Tuning: a family without a ``tune_groups`` hook gets pivotal tuning (all of G, the W pivot fixed).
+    tuned = invert(G, target, classes=[2], steps=5, restarts=1, seed=0, tune=5)
+    assert tuned.tuning["method"] == "pivotal" and torch.equal(tuned.latents, invert(
+        G, target, classes=[2], steps=5, restarts=1, seed=0).latents)
+    assert torch.allclose(tuned.generators[0](tuned.latents, tuned.y), tuned.images, atol=1e-5)
 
     # Serve: the page's model list, truncation meaning from the family, a generated PNG and a W render.
     from fastapi.testclient import TestClient

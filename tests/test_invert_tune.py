@@ -13,6 +13,7 @@ from PIL import Image
 
 import scalegan
 from scalegan.cli import main
+from scalegan.family import PRESETS as PRESETS_TABLE
 from scalegan.family import get_family
 from scalegan.invert import invert, load_discriminator, psnr
 from scalegan.latents import load_latents
@@ -80,6 +81,24 @@ def test_tuning_reaches_an_image_the_search_cannot(key):
     assert torch.allclose(psnr(again, x), tuned.psnr, atol=1e-3)
     assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
     assert all(p.requires_grad for p in G.parameters())
+
+
+def _first_presets() -> dict[str, str]:
+    out = {}
+    for name, preset in PRESETS_TABLE.items():
+        out.setdefault(preset["family"], name)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_first_presets().values()))
+def test_every_family_tunes(name):
+    """Every registered family tunes (a few steps): its hook picks the method, the tuned G renders the result."""
+    G, D = _model(name)
+    x = torch.zeros(1, G.config.img_channels, G.config.resolution, G.config.resolution)
+    result = invert(G, x, steps=2, restarts=1, classes=[0], seed=0, tune=3, features=discriminator_features(D))
+    assert result.tuning["method"] == ("pivotal" if get_family(G).tune_groups is None else "progressive")
+    with torch.no_grad():
+        assert torch.allclose(result.generators[0](result.latents, result.y), result.images, atol=1e-5)
 
 
 def test_progressive_tuning_unfreezes_the_input_side_first():

@@ -178,8 +178,10 @@ def run(args) -> int:
     # generated images where screening every class in z found 3 to 8).
     many = G.config.n_classes > MAX_CLASSES
     w_space = get_family(G).w_space is not None and G.config.n_classes > 1
-    source_D = load_discriminator(args.source, device=args.device)
-    D = source_D if (many or w_space) and not (classes or classifier) else None
+    rank = (many or w_space) and not (classes or classifier)
+    wanted = rank or args.feature_loss == "d" or (args.feature_loss is None and classifier is None)
+    source_D = load_discriminator(args.source, device=args.device) if wanted else None
+    D = source_D if rank else None
     features = _features(args, G, source_D, classifier)
     top_k = args.top_k or (1 if w_space and D is not None else 3)
     tune = TuneConfig(steps=args.tune, lr=args.tune_lr, locality_weight=args.locality_weight, seed=args.seed) \
