@@ -487,8 +487,8 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
     0.05 for z, 0.05 x W's spread for W). ``wplus``: per-layer W for the last quarter (StyleGAN2; default: on for
     ``invert``, off for restoration, where the extra freedom fits the degraded input instead of the image).
     ``seed`` makes the restarts reproducible. ``features``: the feature loss's network (``scalegan.perceptual``);
-    None: the classifier's features when a classifier is given; False: none. ``tune``: tuning steps or a
-    ``TuneConfig`` (None or 0: no tuning): one tuned copy of G per image. G is not changed."""
+    None: the classifier's features when a classifier is given; False: none. ``tune``: tuning steps (True: the
+    default 200), or a ``TuneConfig`` (None, False or 0: no tuning): one tuned copy of G per image. G is not changed."""
     if restarts < 1 or steps < 1 or top_k < 1:
         raise ValueError(f"restarts, steps and top_k must be >= 1, got {restarts}, {steps}, {top_k}")
     degrade = Degradation(task, G.config.resolution, mask, factor)
@@ -498,7 +498,11 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
     if features is None and classifier is not None:
         features = classifier_features(classifier)
     features = features or None
-    tune = TuneConfig(steps=tune, seed=seed) if isinstance(tune, int) and tune else (tune or None)
+    if tune is True:
+        tune = TuneConfig(seed=seed)
+    elif isinstance(tune, int) and not isinstance(tune, bool):
+        tune = TuneConfig(steps=tune, seed=seed) if tune else None
+    tune = tune or None
     net = None if features is None else features.net
     with _eval_mode(G), _eval_mode(classifier), frozen(G), frozen(classifier), _eval_mode(net), frozen(net):
         candidates, source = candidate_classes(G, degrade.preview(target).cpu(), classes, D, classifier, top_k,

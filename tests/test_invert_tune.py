@@ -67,17 +67,19 @@ def _png(path, image) -> str:
 def test_tuning_reaches_an_image_the_search_cannot(key):
     G, _ = _model(PRESETS[key])
     before = {k: v.clone() for k, v in G.state_dict().items()}
-    x = _target()
+    x = _target(2)
     plain = invert(G, x, **SEARCH)
     tuned = invert(G, x, **SEARCH, tune=TuneConfig(steps=60))
     assert torch.allclose(tuned.psnr_search, plain.psnr)  # the search is the same; tuning comes after it
     assert (tuned.psnr > plain.psnr + 5).all(), (plain.psnr, tuned.psnr)
     assert tuned.tuning["method"] == ("progressive" if key == "biggan" else "pivotal") and tuned.tuning["steps"] == 60
-    # One tuned G per image renders the result's latents; G itself is untouched.
-    assert len(tuned.generators) == 1 and tuned.generators[0] is not G
+    # One tuned G per image renders that image's latent; G itself is untouched.
+    assert len(tuned.generators) == 2 and len({id(g) for g in (G, *tuned.generators)}) == 3
     with torch.no_grad():
-        again = tuned.generators[0](tuned.latents, tuned.y)
+        again = torch.cat([g(tuned.latents[i:i + 1], tuned.y[i:i + 1]) for i, g in enumerate(tuned.generators)])
+        other = tuned.generators[1](tuned.latents[:1], tuned.y[:1])
     assert torch.allclose(again, tuned.images, atol=1e-5)
+    assert psnr(other, x[:1]) < tuned.psnr[0] - 1  # image 1's G does not fit image 0 as well
     assert torch.allclose(psnr(again, x), tuned.psnr, atol=1e-3)
     assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
     assert all(p.requires_grad for p in G.parameters())

@@ -74,7 +74,7 @@ def add_parser(sub) -> None:
     p.add_argument("--tune", type=positive_int, nargs="?", const=TUNE_STEPS, default=None, metavar="STEPS",
                    help=f"after the search, tune a copy of G per image around its latent for STEPS Adam steps "
                    f"(default {TUNE_STEPS}): progressive, input-side blocks first, for BigGAN (Deep Generative "
-                   "Prior); pivotal with a locality regulariser for StyleGAN2")
+                   "Prior); pivotal with a locality regulariser for StyleGAN2. Without STEPS put it after the images")
     p.add_argument("--tune-lr", type=positive_float, metavar="LR", help="--tune: Adam's step on G (default 2e-4 "
                    "progressive, 3e-4 pivotal)")
     p.add_argument("--locality-weight", type=natural_float, default=0.1, metavar="W",
