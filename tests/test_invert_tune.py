@@ -270,3 +270,18 @@ def test_feature_loss_d_needs_a_discriminator(folders, tmp_path, capsys):
     assert main(["invert", str(source), image, "--out-dir", str(tmp_path / "o"), "--feature-loss", "d"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no discriminator" in err[0]
+
+
+@pytest.mark.parametrize("task", ["inpaint", "superres"])
+def test_tuning_restores_through_the_degradation(task):
+    """Tuning fits what the input shows (the known pixels; the low-resolution image) and keeps the output's form."""
+    G, _ = _model("biggan-fmnist")
+    x = _target()
+    mask = torch.ones(1, 1, 32, 32)
+    mask[..., 12:20, 12:20] = 0
+    observed = torch.nn.functional.avg_pool2d(x, 4) if task == "superres" else x
+    kwargs = dict(task=task, mask=mask if task == "inpaint" else None, factor=4)
+    result = invert(G, observed, **SEARCH, **kwargs, tune=TuneConfig(steps=40, lr=1e-3))
+    assert result.images.shape == x.shape and (result.psnr > result.psnr_search + 1).all()
+    if task == "inpaint":  # the known pixels come from the input
+        assert torch.allclose(result.images * mask, x * mask)
