@@ -216,6 +216,7 @@ def test_cli_feature_losses_run_and_are_recorded(folders, tmp_path, kind):
                  "--restarts", "1", "--class", "2", "--tune", "2", *argv]) == 0
     summary = read_json(tmp_path / "o" / "summary.json")
     assert summary["feature_loss"] == expected and summary["tuning"]["method"] == "pivotal"
+    assert summary["feature_weight"] == (None if expected == "none" else 0.1)
 
 
 def test_feature_networks_and_inception_from_a_local_file(folders, tmp_path):

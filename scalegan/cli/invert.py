@@ -34,6 +34,7 @@ from .options import (
 )
 
 TUNE_STEPS = 200  # --tune without a value: enough on the small CPU presets (README: "Generator tuning")
+FEATURE_WEIGHT = 0.1  # invert()'s default: the feature loss's weight against pixels and pyramid
 MAX_CLASSES = 64  # every class is tried up to this many; above, the top --top-k of the discriminator
 CONVERSION = ("converted to the model's channels (grayscale or RGB), center-cropped to a square and resized "
               "(bicubic) to the model's resolution (superres: to resolution / --factor)")
@@ -188,7 +189,8 @@ def run(args) -> int:
         if args.tune else None
     result = invert(G, images, classes=classes, D=D, classifier=classifier, task=args.task, mask=masks,
                     factor=args.factor, restarts=args.restarts, steps=args.search_steps, top_k=top_k,
-                    max_classes=MAX_CLASSES, seed=args.seed, progress=True, features=features, tune=tune)
+                    max_classes=MAX_CLASSES, seed=args.seed, progress=True, features=features,
+                    feature_weight=FEATURE_WEIGHT, tune=tune)
     _write(args, info, result)
     return 0
 
@@ -256,7 +258,8 @@ def _write(args, info, result) -> None:
         "source": str(args.source), "task": args.task, "factor": args.factor if args.task == "superres" else None,
         "input_conversion": CONVERSION, "psnr_measured": _psnr_note(args.task), "class_source": result.class_source,
         "restarts": args.restarts, "search_steps": args.search_steps, "seed": args.seed,
-        "feature_loss": result.feature_loss, "tuning": result.tuning,
+        "feature_loss": result.feature_loss,
+        "feature_weight": FEATURE_WEIGHT if result.feature_loss != "none" else None, "tuning": result.tuning,
         "psnr_search_note": "psnr_search: after the latent search, before tuning" if result.tuning else None,
         "images": entries})
     print(f"wrote {len(entries)} images, latents and summary.json to {out}", file=sys.stderr)
