@@ -245,3 +245,32 @@ def test_cli_bad_input_is_one_error_line(runs, tmp_path, capsys, argv, hint):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("scalegan invert: error: ") and hint in lines[0], err
     assert "Traceback" not in out + err and not (tmp_path / "o").exists()
+
+
+def test_cli_takes_its_inputs_from_a_packed_dataset(runs, tmp_path, capsys):
+    """`--data packed:OUT --indices` inverts a prepared dataset's items as they are stored (outputs item_INDEX,
+    their labels beside the classes found); bad selections are one error line."""
+    from scalegan.data.prepare import prepare
+
+    bars = runs["biggan"].parent / "bars.npz"
+    prepare(f"npz:{bars}", tmp_path / "packed", resolution=32, progress=False)
+    out = tmp_path / "out"
+    assert main(["invert", str(runs["biggan"]), "--data", f"packed:{tmp_path / 'packed'}", "--indices", "0,4-5",
+                 "--out-dir", str(out), "--search-steps", "60", "--restarts", "2", "--threads", "1"]) == 0
+    summary = scalegan.utils.read_json(out / "summary.json")
+    labels = np.load(bars)["y"]
+    assert [e["output"] for e in summary["images"]] == ["item_000000.png", "item_000004.png", "item_000005.png"]
+    assert [e["label"] for e in summary["images"]] == [int(labels[i]) for i in (0, 4, 5)]
+    assert summary["labels_found"] == f"{sum(e['class'] == e['label'] for e in summary['images'])} of 3"
+    assert summary["data"] == f"packed:{tmp_path / 'packed'}"
+    capsys.readouterr()
+    for images, argv, hint in (([], ["--indices", "90-99"], "the dataset has 96 items (0-95); 96 is not one"),
+                               ([], ["--indices", "1,x"], "give indices and ranges"),
+                               ([], ["--indices", "2,2"], "names an item twice"),
+                               ([str(tmp_path / "a.png")], [], "give input images or --data, not both")):
+        code = main(["invert", str(runs["biggan"]), *images, "--data", f"packed:{tmp_path / 'packed'}", *argv,
+                     "--out-dir", str(tmp_path / "bad"), "--search-steps", "1"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and hint in err[0], err
+    assert main(["invert", str(runs["biggan"]), "--out-dir", str(tmp_path / "bad")]) == 2
+    assert "give input images, or --data SPEC" in capsys.readouterr().err

@@ -53,7 +53,14 @@ def add_parser(sub) -> None:
                     "(a run or checkpoint folder has one). StyleGAN2: the discriminator decides the class when the "
                     "source has one; else every class is screened in z + class, where the class acts.")
     add_generator_source(p)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="input images (PNG, JPEG, ...)")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="input images (PNG, JPEG, ...); or --data")
+    p.add_argument("--data", metavar="SPEC", help="take the inputs from a dataset instead of image files: any data "
+                   "spec training takes (packed:DIR from `scalegan prepare`, folder:DIR, npz:FILE, fashion-mnist, "
+                   "...), its images at the model's size; outputs are named item_INDEX and summary.json records each "
+                   "item's label")
+    p.add_argument("--split", default="test", help="--data: the split of a named dataset (default: test)")
+    p.add_argument("--indices", default="0-7", metavar="LIST", help="--data: which items, e.g. 0-7 or 3,10,42 "
+                   "(default: 0-7)")
     add_out_dir(p, "folder for the reconstructions, latents files and summary.json", required=True)
     p.add_argument("--task", choices=TASKS, default="invert",
                    help="invert: reconstruct the image; inpaint: fill the pixels --mask marks missing; superres: the "
@@ -122,20 +129,65 @@ def _mask(path: str, image_size: tuple[int, int], resolution: int) -> torch.Tens
     return torch.from_numpy((np.asarray(mask) >= 128).astype(np.float32))[None]
 
 
+def _indices(text: str, n: int) -> list[int]:
+    """``0-7`` / ``3,10,42`` / a mix -> item indices, each checked against the dataset's ``n`` items."""
+    out = []
+    try:
+        for part in text.split(","):
+            first, dash, last = part.strip().partition("-")
+            out += list(range(int(first), int(last) + 1)) if dash else [int(first)]
+    except ValueError:
+        raise ValueError(f"--indices {text!r}: give indices and ranges, e.g. 0-7 or 3,10,42") from None
+    bad = [i for i in out if not 0 <= i < n]
+    if not out or bad:
+        raise ValueError(f"--indices {text!r}: the dataset has {n} items (0-{n - 1})" + (f"; {bad[0]} is not one"
+                                                                                       if bad else ""))
+    if len(set(out)) != len(out):
+        raise ValueError(f"--indices {text!r} names an item twice: their outputs would collide")
+    return out
+
+
+def _sources(args, G) -> list[tuple[str, str, Image.Image, int | None]]:
+    """Each input as (output stem, what it was, the image, its dataset label or None): the image files, or the
+    --data items at the model's resolution (the dataset reads them as training does)."""
+    cfg = G.config
+    if args.data is None:
+        if not args.images:
+            raise ValueError("give input images, or --data SPEC (a dataset) with --indices")
+        stems = [Path(p).stem for p in args.images]
+        if len(set(stems)) != len(stems):
+            raise ValueError("two input images have the same file name stem: their outputs would collide; rename one")
+        return [(stem, str(path), _open_image(path, cfg.img_channels), None)
+                for stem, path in zip(stems, args.images)]
+    if args.images:
+        raise ValueError("give input images or --data, not both")
+    from ..data import open_dataset
+
+    dataset = open_dataset(args.data, split=args.split, resolution=cfg.resolution, channels=cfg.img_channels)
+    out = []
+    for i in _indices(args.indices, len(dataset)):
+        x, y = dataset.pixels(i) if dataset.has_pixels else dataset[i]
+        if x.dtype != torch.uint8:  # in-memory datasets give float32 in [-1, 1]
+            x = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        array = x.permute(1, 2, 0).numpy()
+        image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+        out.append((f"item_{i:06d}", f"{args.data}[{i}]", image, int(y) if dataset.num_classes else None))
+    return out
+
+
 def _inputs(args, G) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The input images [N, C, S, S] in [-1, 1] and the masks [N, 1, R, R] (inpaint)."""
+    """The input images [N, C, S, S] in [-1, 1] and the masks [N, 1, R, R] (inpaint); ``args.items`` gets each
+    input's (stem, name, label)."""
     cfg = G.config
     if args.task == "superres" and (args.factor < 2 or cfg.resolution % args.factor):
         raise ValueError(f"--factor {args.factor}: must be >= 2 and divide the model's resolution {cfg.resolution}")
     if args.task == "inpaint" and not args.mask:
         raise ValueError("--task inpaint needs --mask MASK.png (white = known pixel, black = missing)")
     size = cfg.resolution // args.factor if args.task == "superres" else cfg.resolution
-    stems = [Path(p).stem for p in args.images]
-    if len(set(stems)) != len(stems):
-        raise ValueError("two input images have the same file name stem: their outputs would collide; rename one")
+    sources = _sources(args, G)
+    args.items = [(stem, name, label) for stem, name, _, label in sources]
     images, masks = [], []
-    for path in args.images:
-        image = _open_image(path, cfg.img_channels)
+    for _, _, image, _ in sources:
         images.append(_tensor(square(image, size, Image.Resampling.BICUBIC)))
         if args.task == "inpaint":
             masks.append(_mask(args.mask, image.size, cfg.resolution))
@@ -230,8 +282,7 @@ def _write(args, info, result) -> None:
     out = Path(args.out_dir)
     pictures = to_hwc(result.images.cpu())
     entries = []
-    for i, path in enumerate(args.images):
-        stem = Path(path).stem
+    for i, (stem, path, truth) in enumerate(args.items):
         c = None if result.y is None else int(result.y[i])
         score = float(result.psnr[i])
         save_image(pictures[i], out / f"{stem}.png")
@@ -239,7 +290,8 @@ def _write(args, info, result) -> None:
                      psnr=np.array([score], dtype=np.float32))
         candidates = [{**r, "class_name": _name(info, r["class"])} for r in result.candidates[i]]
         entry = {"input": str(path), "output": f"{stem}.png", "latents": f"{stem}.npz", "class": c,
-                 "class_name": _name(info, c), "psnr": round(score, 3), "candidates": candidates}
+                 "class_name": _name(info, c), "psnr": round(score, 3), "candidates": candidates,
+                 **({"label": truth, "label_found": c == truth} if truth is not None else {})}
         label = "" if c is None else f"class {c}" + (f" ({_name(info, c)})" if _name(info, c) else "") + ", "
         tuned = ""
         if result.generators is not None:
@@ -254,8 +306,11 @@ def _write(args, info, result) -> None:
                 entry["tuned_generator"] = str(folder)
         entries.append(entry)
         print(f"{path}: {label}PSNR {score:.2f} dB{tuned}")
+    labelled = [e for e in entries if "label" in e]
     write_json(out / "summary.json", {
-        "source": str(args.source), "task": args.task, "factor": args.factor if args.task == "superres" else None,
+        "source": str(args.source), "data": args.data, "task": args.task,
+        "labels_found": f"{sum(e['label_found'] for e in labelled)} of {len(labelled)}" if labelled else None,
+        "factor": args.factor if args.task == "superres" else None,
         "input_conversion": CONVERSION, "psnr_measured": _psnr_note(args.task), "class_source": result.class_source,
         "restarts": args.restarts, "search_steps": args.search_steps, "seed": args.seed,
         "feature_loss": result.feature_loss,
