@@ -36,6 +36,14 @@ if os.environ.get("READ_LOG"):
         log.flush()
         return read(self, i)
     PackedDataset.pixels = logged
+if os.environ.get("BROKEN_RANK") == os.environ.get("RANK"):  # this rank's data "disk" fails on its 20th read
+    read_broken, calls = PackedDataset.pixels, []
+    def broken(self, i):
+        calls.append(i)
+        if len(calls) == 20:
+            raise OSError(5, "Input/output error", f"{self.path}/shard-00000.npy")
+        return read_broken(self, i)
+    PackedDataset.pixels = broken
 slow, late = float(os.environ.get("SLOW", "0")), int(os.environ.get("LATE_RANK", "-1"))
 periodic, wait_for = loop.Run._periodic, loop.wait_for
 def slowed(self, bar):
@@ -173,6 +181,27 @@ def test_a_node_that_never_joins_is_a_timeout_error(tiny_npz, tmp_path, child):
     assert "RendezvousTimeoutError" in out, out[-2000:]
     assert time.monotonic() - started < 90
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_a_rank_that_cannot_read_its_data_stops_the_group(tiny_npz, tmp_path, child):
+    """Rank 1's data fails mid-epoch: it stops with one error line naming the file, rank 0 with one line saying it
+    lost its peer, both agents exit non-zero, and nothing hangs."""
+    packed = tmp_path / "packed"
+    done = subprocess.run([sys.executable, "-m", "scalegan", "prepare", f"npz:{tiny_npz}", str(packed),
+                           "--resolution", "32"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    started = time.monotonic()
+    args = ["--data", f"packed:{packed}", "--batch-size", "8", "--iterations", "6", *TRAIN, "--out-dir",
+            str(tmp_path / "run")]
+    agents = _agents(child, args, tmp_path, env={"BROKEN_RANK": "1"})
+    logs = _finish(agents, tmp_path, timeout=120)
+    assert all(a.returncode != 0 for a in agents)
+    errors = [line for log in logs for line in log.splitlines() if line.startswith("scalegan train: error:")]
+    assert sorted(len([e for e in errors if e.startswith(f"scalegan train: error: {who}")]) for who in
+                  (f"{packed}/shard-00000.npy: Input/output error", "rank 0: lost contact")) == [1, 1], errors
+    frames = [line for log in logs for line in log.splitlines() if line.strip().startswith("File ")]
+    assert not [f for f in frames if "scalegan" in f and "torch" not in f], frames  # torchrun's own summary only
+    assert time.monotonic() - started < 60
 
 
 def test_a_rank_late_at_the_barrier_is_named(tiny_npz, tmp_path, child):
