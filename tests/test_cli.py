@@ -111,6 +111,10 @@ def test_info_on_a_run_and_resume(run, tiny_npz, capsys):
     args = ["train", "--data", f"npz:{tiny_npz}", "--out-dir", str(run), "--resume", *TRAIN]
     assert main([*args[:-len(TRAIN)], *TRAIN[2:], "--iterations", "3"]) == 0
     assert json.loads((run / "summary.json").read_text())["step"] == 3
+    # The run's own config is the base of a resume: --out-dir and --resume are enough (the defaults would name
+    # another model and dataset, which the resume refuses).
+    assert main(["train", "--out-dir", str(run), "--resume", "auto", "--iterations", "4", "--no-progress"]) == 0
+    assert json.loads((run / "summary.json").read_text())["step"] == 4
 
 
 def test_sigterm_stops_with_a_checkpoint(tiny_npz, tmp_path):

@@ -123,8 +123,15 @@ _EXAMPLES = {"model_overrides": {"resolution": 64}, "objective": {"n_d_steps": 1
 
 
 def resolve(args) -> TrainConfig:
-    """TrainConfig from defaults, the preset, ``--config`` and the flags given on the command line."""
+    """TrainConfig from defaults, the preset, ``--config`` and the flags given on the command line. Resuming a run
+    without ``--config`` starts from the run's own ``train_config.json`` (so ``--out-dir RUN --resume`` is enough),
+    except for precision and memory layout, which are chosen again for this machine unless given."""
     from_file = flatten(upgrade(_config_file(args.config))) if args.config else {}
+    run_config = Path(vars(args).get("out_dir", TrainConfig().out_dir)) / "train_config.json"
+    if vars(args).get("resume") and not args.config and run_config.is_file():
+        from_file = flatten(upgrade(_config_file(str(run_config))))
+        for key in ("precision", "channels_last", "resume"):  # resolved for the machine that wrote it
+            from_file.pop(key, None)
     names = GENERIC | set(FLAT_KEYS)
     flags = {k: v for k, v in vars(args).items() if k in names}
     objective_flags = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("objective.")}
