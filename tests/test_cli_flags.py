@@ -28,6 +28,7 @@ DEFAULT_MAY_DIFFER = {
     "--channels-last": "train picks the layout per device (auto); eval keeps the feature network's reference "
                        "layout unless asked",
     "--resolution": "image size: prepare must be told the size it packs at; train-classifier takes the dataset's",
+    "--data": "a dataset spec: training falls back to the demo's Fashion-MNIST; invert takes image files unless told",
 }
 
 
