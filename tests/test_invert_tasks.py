@@ -58,14 +58,16 @@ def test_denoise_loss_does_not_pull_below_the_noise_level():
 
 @pytest.mark.parametrize("tune", [None, 5])
 def test_denoise_restores_a_generated_image(tune):
-    """The restored image is closer to the clean image than the noisy input is, by >= 2 dB (measured: 24-28 dB over
-    20-21 dB without tuning; the margin is most of the smaller image's): the search cannot reach the noise
-    through the generator, and the hinge keeps the tuned generator from chasing it."""
+    """The restored image is closer to the clean image than the noisy input (sigma 0.15) is, by >= 2 dB (measured
+    here: 29.9 / 22.8 dB without tuning and 24.1 / 24.5 dB with 5 tuning steps, over 16.5 / 18.0 dB: the smallest
+    margin is 4.8 dB): the generator cannot draw the noise, so the search finds the image under it. (On this tiny
+    model the hinge at the noise level changes little: its G cannot fit noise even when tuned for 5 steps.)"""
     G = _model("biggan-fmnist")
-    clean, noisy = _clean_and_noisy(G)
+    clean, noisy = _clean_and_noisy(G, sigma=0.15)
     result = invert(G, noisy, task="denoise", steps=80, restarts=2, classes=[1, 3], seed=0, tune=tune)
     assert result.task == "denoise" and result.noise_sigma_source == "estimated"
-    assert torch.allclose(result.noise_sigma, torch.full((2,), 0.1), rtol=0.25), result.noise_sigma
+    assert torch.allclose(result.noise_sigma, estimate_noise_sigma(noisy))
+    assert 0.13 < float(result.noise_sigma[0]) < 0.17, result.noise_sigma  # image 1's is lower: clipping at +-1
     assert (psnr(result.images, clean) >= psnr(noisy, clean) + 2).all(), (psnr(result.images, clean),
                                                                          psnr(noisy, clean))
     given = invert(G, noisy, task="denoise", steps=2, restarts=1, classes=[1], noise_sigma=0.05)
