@@ -196,6 +196,8 @@ class Degradation:
         self.channels, self.noise_sigma = channels, None
         if task == "colorize" and channels != 3:
             raise ValueError("task colorize needs an RGB model; this one is grey")
+        if task != "denoise" and noise_sigma is not None:
+            raise ValueError("noise_sigma applies to task denoise only")
         if task == "denoise" and noise_sigma is not None:
             sigma = torch.as_tensor(noise_sigma, dtype=torch.float32).reshape(-1)
             if not (torch.isfinite(sigma).all() and (sigma >= 0).all()):
@@ -524,6 +526,19 @@ def _check_images(G, images: torch.Tensor, degrade: Degradation) -> torch.Tensor
     return images.float().clamp(-1, 1).to(device_of(G))
 
 
+def _noise_level(degrade: Degradation, target: torch.Tensor) -> str | None:
+    """Denoising: give ``degrade`` one noise level per input (the one given, else estimated from the input);
+    returns where it came from (``given`` / ``estimated``), or None for other tasks."""
+    if degrade.task != "denoise":
+        return None
+    source = "given" if degrade.noise_sigma is not None else "estimated"
+    sigma = degrade.noise_sigma if degrade.noise_sigma is not None else estimate_noise_sigma(target).cpu()
+    if len(sigma) not in (1, len(target)):
+        raise ValueError(f"noise_sigma: one value or one per image ({len(target)}), got {len(sigma)}")
+    degrade.noise_sigma = sigma.expand(len(target)).clone()
+    return source
+
+
 def _first_batch(G, candidates: torch.Tensor | None, n: int, restarts: int, generator: torch.Generator,
                  w_space: bool) -> _Batch:
     """Every restart of every candidate class of every image."""
@@ -567,16 +582,9 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
     not changed."""
     if restarts < 1 or steps < 1 or top_k < 1:
         raise ValueError(f"restarts, steps and top_k must be >= 1, got {restarts}, {steps}, {top_k}")
-    if noise_sigma is not None and task != "denoise":
-        raise ValueError("noise_sigma applies to task denoise only")
     degrade = Degradation(task, G.config.resolution, mask, factor, G.config.img_channels, noise_sigma)
     target = _check_images(G, images, degrade)
-    sigma_source = None
-    if task == "denoise":
-        sigma_source = "given" if noise_sigma is not None else "estimated"
-        if noise_sigma is None:
-            degrade.noise_sigma = estimate_noise_sigma(target).cpu()
-        degrade.noise_sigma = degrade.noise_sigma.expand(len(target)).clone()
+    sigma_source = _noise_level(degrade, target)
     generator = torch.Generator().manual_seed(seed)
     w_space = is_w_space(G)
     if features is None and classifier is not None:
@@ -631,9 +639,8 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
                         key=lambda r: (r["stage"] != "final", r["loss"])) for k in range(n)]
     return InversionResult(restored.detach().float(), latents.detach().float(), batch.y, score.cpu(), loss.cpu(),
                            per_image, source, task, features.name if features is not None else "none", generators,
-                           searched.cpu() if tune is not None else None,
-                           tune_settings(G, tune) if tune is not None else None, degrade.noise_sigma,
-                           sigma_source)
+                           searched.cpu() if tune is not None else None, tune_settings(G, tune) if tune is not None
+                           else None, degrade.noise_sigma, sigma_source)
 
 
 def _tune_each(G, latents: torch.Tensor, batch: _Batch, loss_fn: _Loss, settings: _Settings, config: TuneConfig,

@@ -72,6 +72,8 @@ def test_denoise_restores_a_generated_image(tune):
                                                                          psnr(noisy, clean))
     given = invert(G, noisy, task="denoise", steps=2, restarts=1, classes=[1], noise_sigma=0.05)
     assert given.noise_sigma.tolist() == pytest.approx([0.05, 0.05]) and given.noise_sigma_source == "given"
+    with pytest.raises(ValueError, match="one value or one per image"):
+        invert(G, noisy, task="denoise", steps=1, classes=[1], noise_sigma=torch.tensor([0.1, 0.1, 0.1]))
     with pytest.raises(ValueError, match="denoise only"):
         invert(G, noisy, task="invert", steps=1, noise_sigma=0.1)
 
