@@ -1,4 +1,5 @@
-"""Inversion of real images into a generator, and restoration through it (inpainting, super-resolution).
+"""Inversion of real images into a generator, and restoration through it (inpainting, super-resolution,
+denoising, colourisation).
 
 ``invert(G, images)`` searches for a class and a latent whose image matches each input: z for BigGAN and
 BigGAN-deep, W for StyleGAN2 (one W for every layer, then per-layer W+ late in the search of plain inversion).
@@ -18,7 +19,20 @@ gradients) with several restarts, on a loss of
 Restoration takes the loss through the degradation: ``task="inpaint"`` compares known pixels only (``mask`` 1 =
 known, 0 = missing) and returns the generated image with the known pixels put back from the input;
 ``task="superres"`` compares the generated image, down-sampled by area averaging by ``factor``, with the
-low-resolution input, and returns the generated image at the model's resolution.
+low-resolution input, and returns the generated image at the model's resolution; ``task="denoise"`` compares
+the generated image itself with the noisy input (the degradation is the identity) and returns the generated image;
+``task="colorize"`` (RGB models) compares the generated image's grey (ITU-R BT.601 luma, 0.299 R + 0.587 G +
+0.114 B, on the [-1, 1] images) with the grey input and returns the generated colour image.
+
+Denoising keeps the search from fitting the noise by the discrepancy principle (Morozov): a clean image differs
+from its noisy copy by the noise, whose expected mean square is sigma^2, so the pixel term is
+``max(mse - sigma^2, 0)``: nothing pulls the generated image closer to the input than the noise level, and among
+latents that reach it the prior (and the pyramid and feature losses, which see less noise: average pooling by 2
+halves its standard deviation) decide. This matters most for generator tuning, which can fit anything. sigma is
+``noise_sigma`` where given (on the [0, 1] pixel scale), else estimated per image by ``estimate_noise_sigma``:
+the median absolute finest-scale Haar diagonal coefficient / 0.6745 (Donoho and Johnstone's robust estimate;
+image content is sparse there, so the median sees mostly noise; it overestimates on images with much fine
+texture).
 
 Class candidates, in this order: the ``classes`` given; else the ``top_k`` classes a discriminator ``D`` scores
 highest (``D(x, c)`` for every class); else a ``classifier``'s ``top_k``; else every class (at most
@@ -57,7 +71,8 @@ from .tune import settings as tune_settings
 from .tune import tune as tune_generator
 from .utils import device_of
 
-TASKS = ("invert", "inpaint", "superres")
+TASKS = ("invert", "inpaint", "superres", "denoise", "colorize")
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601: colourisation compares this grey of the generated image
 
 
 @dataclass
@@ -67,14 +82,15 @@ class InversionResult:
     ``images``: the restored images [N, C, R, R] in [-1, 1] (inpainting: known pixels from the input);
     ``latents``: z, or W+ [N, layers, dim] for a family with a W space (StyleGAN2), which ``G(latents, y)``
     renders; ``y``: classes [N] (None for an unconditional model); ``psnr``: dB of the generated image against
-    the input, through the degradation (inversion: all pixels; inpainting: the known ones; super-resolution: at
-    the input's resolution);
+    the input, through the degradation (inversion and denoising: all pixels, denoising against the noisy input;
+    inpainting: the known ones; super-resolution: at the input's resolution; colourisation: on grey);
     ``loss``: the final search objective (with the prior); ``candidates``: per image, every class tried, best
     first, with its objective and PSNR (after the first part of the search for classes not continued);
     ``class_source``: where the candidates came from (``given``, ``discriminator``, ``classifier``, ``all``,
     ``unconditional``); ``feature_loss``: the feature network's name (``none``). With tuning: ``generators``, one
     tuned G per image (``generators[i](latents[i:i+1], y[i:i+1])`` is image i's generated image),
-    ``psnr_search``: the PSNR before tuning, ``tuning``: its settings."""
+    ``psnr_search``: the PSNR before tuning, ``tuning``: its settings. Denoising: ``noise_sigma`` [N], the noise
+    level used per image (the [0, 1] pixel scale), and ``noise_sigma_source`` (``given`` or ``estimated``)."""
 
     images: torch.Tensor
     latents: torch.Tensor
@@ -88,6 +104,8 @@ class InversionResult:
     generators: list[nn.Module] | None = None
     psnr_search: torch.Tensor | None = None
     tuning: dict | None = None
+    noise_sigma: torch.Tensor | None = None
+    noise_sigma_source: str | None = None
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -147,14 +165,44 @@ def load_discriminator(source, device: str | torch.device = "cpu") -> nn.Module 
     return D.to(device).eval()
 
 
+def grey(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R BT.601 luma [N, 1, H, W] of RGB images [N, 3, H, W] (on any scale: the weights sum to 1)."""
+    weights = torch.tensor(LUMA, dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
+    return (x * weights).sum(1, keepdim=True)
+
+
+def estimate_noise_sigma(images: torch.Tensor) -> torch.Tensor:
+    """The standard deviation of additive white Gaussian noise per image [N], on the [0, 1] pixel scale, of images
+    [N, C, H, W] in [-1, 1]: median(|d|) / 0.6745 over the finest Haar diagonal coefficients d = (a - b - c + d) / 2
+    of every 2x2 block and channel (orthonormal, so pure noise of deviation s gives coefficients of deviation s)."""
+    x = images.float()
+    x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
+    d = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 2
+    return d.abs().flatten(1).median(1).values / 0.6745 / 2  # / 2: from the [-1, 1] scale to [0, 1]
+
+
 # --------------------------------------------------------------------------------------------- degradation
 class Degradation:
-    """What the input is made of: the generated image ``x`` [B, C, R, R] -> what is compared with the input."""
+    """What the input is made of: the generated image ``x`` [B, C, R, R] -> what is compared with the input.
 
-    def __init__(self, task: str, resolution: int, mask: torch.Tensor | None = None, factor: int = 4):
+    ``channels``: G's image channels (colourisation needs 3); ``noise_sigma`` (denoise): the noise level per input
+    image [N] or one for all, on the [0, 1] scale (the loss's expected residual; see the module docstring)."""
+
+    def __init__(self, task: str, resolution: int, mask: torch.Tensor | None = None, factor: int = 4,
+                 channels: int = 3, noise_sigma: torch.Tensor | float | None = None):
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
         self.task, self.resolution, self.factor, self.mask = task, resolution, factor, None
+        self.channels, self.noise_sigma = channels, None
+        if task == "colorize" and channels != 3:
+            raise ValueError("task colorize needs an RGB model; this one is grey")
+        if task != "denoise" and noise_sigma is not None:
+            raise ValueError("noise_sigma applies to task denoise only")
+        if task == "denoise" and noise_sigma is not None:
+            sigma = torch.as_tensor(noise_sigma, dtype=torch.float32).reshape(-1)
+            if not (torch.isfinite(sigma).all() and (sigma >= 0).all()):
+                raise ValueError(f"the noise sigma must be finite and >= 0, got {sigma.tolist()}")
+            self.noise_sigma = sigma
         if task == "inpaint":
             if mask is None:
                 raise ValueError("inpainting needs a mask (1 = known pixel, 0 = missing): pass --mask MASK.png")
@@ -171,6 +219,20 @@ class Degradation:
                              f"got {factor}")
 
     @property
+    def input_channels(self) -> int:
+        """The channels of the input images this task compares with (colourisation: grey)."""
+        return 1 if self.task == "colorize" else self.channels
+
+    def expected_residual(self, index: torch.Tensor | None, device) -> torch.Tensor | None:
+        """Denoising: the noise's expected mean square per row [B] on the [-1, 1] scale (4 sigma^2), else None."""
+        if self.noise_sigma is None:
+            return None
+        sigma = self.noise_sigma.to(device)
+        if len(sigma) > 1 and index is not None:
+            sigma = sigma[index.to(device)]
+        return (2 * sigma).square()
+
+    @property
     def input_size(self) -> int:
         """The side of the input images this task takes."""
         return self.resolution // self.factor if self.task == "superres" else self.resolution
@@ -180,6 +242,8 @@ class Degradation:
             return F.avg_pool2d(x, self.factor)
         if self.task == "inpaint":
             return x * self.weight(index, x.device)
+        if self.task == "colorize":
+            return grey(x)
         return x
 
     def weight(self, index: torch.Tensor | None, device) -> torch.Tensor | None:
@@ -195,6 +259,8 @@ class Degradation:
             return F.interpolate(target, scale_factor=self.factor, mode="bilinear", align_corners=False)
         if self.task == "inpaint":
             return target * self.weight(None, target.device)
+        if self.task == "colorize":
+            return target.expand(-1, self.channels, -1, -1)
         return target
 
     def restore(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -234,7 +300,9 @@ class _Loss:
         weight = self.degrade.weight(index, x.device)
         scale = torch.ones(len(x), device=x.device) if weight is None else weight.flatten(1).mean(1).expand(len(x))
         pixel = (observed - target).square().flatten(1).mean(1) / scale
-        loss = pixel + _pyramid_loss(observed, target, scale)
+        expected = self.degrade.expected_residual(index, x.device)
+        data = pixel if expected is None else (pixel - expected).clamp_min(0)  # denoise: not below the noise
+        loss = data + _pyramid_loss(observed, target, scale)
         if self.features is not None:
             reference = [f[index.to(f.device)] for f in self.target_features]
             distance = feature_distance(self.features.features(observed), reference).to(loss.device)
@@ -441,14 +509,34 @@ def _eval_mode(G: nn.Module | None):
 
 
 def _check_images(G, images: torch.Tensor, degrade: Degradation) -> torch.Tensor:
+    """The inputs as the loss compares them, on G's device (colourisation: RGB inputs made grey)."""
     images = torch.as_tensor(images)
     size, channels = degrade.input_size, G.config.img_channels
+    if degrade.task == "colorize" and images.dim() == 4 and images.shape[1] == 3:
+        images = grey(images.float())
+        channels = 1
+    elif degrade.task == "colorize":
+        channels = 1
     if images.dim() != 4 or images.shape[1:] != (channels, size, size):
-        raise ValueError(f"images must be [N, {channels}, {size}, {size}] for task {degrade.task} on this model, "
+        accepted = "1 (grey) or 3 (RGB)" if degrade.task == "colorize" else channels
+        raise ValueError(f"images must be [N, {accepted}, {size}, {size}] for task {degrade.task} on this model, "
                          f"got {list(images.shape)}")
     if not torch.isfinite(images).all():
         raise ValueError("images hold NaN or infinite values")
     return images.float().clamp(-1, 1).to(device_of(G))
+
+
+def _noise_level(degrade: Degradation, target: torch.Tensor) -> str | None:
+    """Denoising: give ``degrade`` one noise level per input (the one given, else estimated from the input);
+    returns where it came from (``given`` / ``estimated``), or None for other tasks."""
+    if degrade.task != "denoise":
+        return None
+    source = "given" if degrade.noise_sigma is not None else "estimated"
+    sigma = degrade.noise_sigma if degrade.noise_sigma is not None else estimate_noise_sigma(target).cpu()
+    if len(sigma) not in (1, len(target)):
+        raise ValueError(f"noise_sigma: one value or one per image ({len(target)}), got {len(sigma)}")
+    degrade.noise_sigma = sigma.expand(len(target)).clone()
+    return source
 
 
 def _first_batch(G, candidates: torch.Tensor | None, n: int, restarts: int, generator: torch.Generator,
@@ -478,21 +566,25 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
            steps: int = 300, top_k: int = 3, max_classes: int = 64, lr: float | None = None,
            prior_weight: float = 1e-3, feature_weight: float = 0.1, wplus: bool | None = None,
            truncation: float | None = None, seed: int = 0, progress: bool = False,
-           features: FeatureNet | bool | None = None, tune: int | TuneConfig | None = None) -> InversionResult:
+           features: FeatureNet | bool | None = None, tune: int | TuneConfig | None = None,
+           noise_sigma: float | None = None) -> InversionResult:
     """Find a class and latent per image whose generated image matches it (see the module docstring).
 
     ``images``: float [N, C, S, S] in [-1, 1] with G's channels, S = G's resolution (``superres``: resolution /
-    ``factor``). ``classes``: candidate class indices (for every image). ``D`` / ``classifier``: rank the classes
-    when none are given. ``mask`` (inpaint): [R, R] or [N, 1, R, R], 1 = known pixel. ``lr``: Adam's step (default
-    0.05 for z, 0.05 x W's spread for W). ``wplus``: per-layer W for the last quarter (StyleGAN2; default: on for
-    ``invert``, off for restoration, where the extra freedom fits the degraded input instead of the image).
-    ``seed`` makes the restarts reproducible. ``features``: the feature loss's network (``scalegan.perceptual``);
-    None: the classifier's features when a classifier is given; False: none. ``tune``: tuning steps (True: the
-    default 200), or a ``TuneConfig`` (None, False or 0: no tuning): one tuned copy of G per image. G is not changed."""
+    ``factor``; ``colorize``: 1 channel, or RGB made grey). ``classes``: candidate class indices (for every image).
+    ``D`` / ``classifier``: rank the classes when none are given. ``mask`` (inpaint): [R, R] or [N, 1, R, R], 1 = known
+    pixel. ``lr``: Adam's step (default 0.05 for z, 0.05 x W's spread for W). ``wplus``: per-layer W for the last
+    quarter (StyleGAN2; default: on for ``invert``, off for restoration, where the extra freedom fits the degraded input
+    instead of the image). ``seed`` makes the restarts reproducible. ``features``: the feature loss's network
+    (``scalegan.perceptual``); None: the classifier's features when a classifier is given; False: none. ``tune``: tuning
+    steps (True: the default 200), or a ``TuneConfig`` (None, False or 0: no tuning): one tuned copy of G per image.
+    ``noise_sigma`` (denoise): the noise's standard deviation on the [0, 1] pixel scale; None: estimated per image. G is
+    not changed."""
     if restarts < 1 or steps < 1 or top_k < 1:
         raise ValueError(f"restarts, steps and top_k must be >= 1, got {restarts}, {steps}, {top_k}")
-    degrade = Degradation(task, G.config.resolution, mask, factor)
+    degrade = Degradation(task, G.config.resolution, mask, factor, G.config.img_channels, noise_sigma)
     target = _check_images(G, images, degrade)
+    sigma_source = _noise_level(degrade, target)
     generator = torch.Generator().manual_seed(seed)
     w_space = is_w_space(G)
     if features is None and classifier is not None:
@@ -547,8 +639,8 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
                         key=lambda r: (r["stage"] != "final", r["loss"])) for k in range(n)]
     return InversionResult(restored.detach().float(), latents.detach().float(), batch.y, score.cpu(), loss.cpu(),
                            per_image, source, task, features.name if features is not None else "none", generators,
-                           searched.cpu() if tune is not None else None,
-                           tune_settings(G, tune) if tune is not None else None)
+                           searched.cpu() if tune is not None else None, tune_settings(G, tune) if tune is not None
+                           else None, degrade.noise_sigma, sigma_source)
 
 
 def _tune_each(G, latents: torch.Tensor, batch: _Batch, loss_fn: _Loss, settings: _Settings, config: TuneConfig,

@@ -1,5 +1,5 @@
 """``scalegan invert``: real images into a generator's latent space, and restoration through it (inpainting,
-super-resolution); the search is ``scalegan.invert.invert``."""
+super-resolution, denoising, colourisation); the search is ``scalegan.invert.invert``."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ TUNE_STEPS = 200  # --tune without a value: enough on the small CPU presets (REA
 FEATURE_WEIGHT = 0.1  # invert()'s default: the feature loss's weight against pixels and pyramid
 MAX_CLASSES = 64  # every class is tried up to this many; above, the top --top-k of the discriminator
 CONVERSION = ("converted to the model's channels (grayscale or RGB), center-cropped to a square and resized "
-              "(bicubic) to the model's resolution (superres: to resolution / --factor)")
+              "(bicubic) to the model's resolution (superres: to resolution / --factor; colorize: then made grey, "
+              "ITU-R BT.601 luma)")
 
 
 def add_parser(sub) -> None:
@@ -64,11 +65,18 @@ def add_parser(sub) -> None:
     add_out_dir(p, "folder for the reconstructions, latents files and summary.json", required=True)
     p.add_argument("--task", choices=TASKS, default="invert",
                    help="invert: reconstruct the image; inpaint: fill the pixels --mask marks missing; superres: the "
-                   "input is a low-resolution image, the output is at the model's resolution")
+                   "input is a low-resolution image, the output is at the model's resolution; denoise: the input is "
+                   "noisy, the search does not fit it closer than the noise level (--noise-sigma); colorize (RGB "
+                   "models): the input is made grey (ITU-R BT.601 luma), the output is G's colour image whose grey "
+                   "matches it")
     p.add_argument("--mask", metavar="FILE", help="inpaint: mask image, white (>= 128) = known pixel, black = missing; "
                    "the input's size (cropped and resized with it) or the model's resolution")
     p.add_argument("--factor", type=positive_int, default=4, help="superres: down-sampling factor of the input "
                    "(area averaging), >= 2, dividing the model's resolution")
+    p.add_argument("--noise-sigma", type=natural_float, metavar="SIGMA", help="denoise: the noise's standard "
+                   "deviation on the [0, 1] pixel scale (0.1 = 25.5 of 255); the search stops pulling the image "
+                   "towards the input once they differ by this much. Default: estimated per image (median absolute "
+                   "finest Haar diagonal coefficient / 0.6745)")
     p.add_argument("--class", dest="classes", action="append", metavar="CLASS",
                    help="class index or name to try (repeatable); default: ranked by --classifier, or all "
                    "classes (up to 64), or ranked by the discriminator")
@@ -218,6 +226,10 @@ def run(args) -> int:
         if not G.config.n_classes:
             raise ValueError("this generator is unconditional: --class does not apply")
         classes = [resolve_class(c, info.class_names, G.config.n_classes) for c in args.classes]
+    if args.task == "colorize" and G.config.img_channels != 3:
+        raise ValueError("--task colorize needs an RGB model; this one is grey")
+    if args.noise_sigma is not None and args.task != "denoise":
+        raise ValueError("--noise-sigma applies to --task denoise only")
     if args.save_tuned and not args.tune:
         raise ValueError("--save-tuned needs --tune: only a tuned generator is written")
     if args.tune is None and (args.tune_lr is not None):
@@ -242,7 +254,7 @@ def run(args) -> int:
     result = invert(G, images, classes=classes, D=D, classifier=classifier, task=args.task, mask=masks,
                     factor=args.factor, restarts=args.restarts, steps=args.search_steps, top_k=top_k,
                     max_classes=MAX_CLASSES, seed=args.seed, progress=True, features=features,
-                    feature_weight=FEATURE_WEIGHT, tune=tune)
+                    feature_weight=FEATURE_WEIGHT, tune=tune, noise_sigma=args.noise_sigma)
     _write(args, info, result)
     return 0
 
@@ -292,6 +304,8 @@ def _write(args, info, result) -> None:
         entry = {"input": str(path), "output": f"{stem}.png", "latents": f"{stem}.npz", "class": c,
                  "class_name": _name(info, c), "psnr": round(score, 3), "candidates": candidates,
                  **({"label": truth, "label_found": c == truth} if truth is not None else {})}
+        if result.noise_sigma is not None:
+            entry["noise_sigma"] = round(float(result.noise_sigma[i]), 5)
         label = "" if c is None else f"class {c}" + (f" ({_name(info, c)})" if _name(info, c) else "") + ", "
         tuned = ""
         if result.generators is not None:
@@ -311,6 +325,9 @@ def _write(args, info, result) -> None:
         "source": str(args.source), "data": args.data, "task": args.task,
         "labels_found": f"{sum(e['label_found'] for e in labelled)} of {len(labelled)}" if labelled else None,
         "factor": args.factor if args.task == "superres" else None,
+        "noise_sigma": args.noise_sigma, "noise_sigma_source": result.noise_sigma_source,
+        "noise_sigma_note": "per image in images[].noise_sigma, on the [0, 1] pixel scale; estimated: median "
+                            "absolute finest Haar diagonal coefficient / 0.6745" if args.task == "denoise" else None,
         "input_conversion": CONVERSION, "psnr_measured": _psnr_note(args.task), "class_source": result.class_source,
         "restarts": args.restarts, "search_steps": args.search_steps, "seed": args.seed,
         "feature_loss": result.feature_loss,
@@ -323,4 +340,7 @@ def _write(args, info, result) -> None:
 def _psnr_note(task: str) -> str:
     return {"invert": "reconstruction vs input, all pixels",
             "inpaint": "generated image vs input on the known pixels (the output keeps the known pixels)",
-            "superres": "generated image down-sampled by area averaging vs the low-resolution input"}[task]
+            "superres": "generated image down-sampled by area averaging vs the low-resolution input",
+            "denoise": "generated image vs the noisy input, all pixels (about the noise's PSNR when the noise is not "
+                       "fitted)",
+            "colorize": "grey (ITU-R BT.601 luma) of the generated colour image vs the grey input"}[task]
