@@ -32,10 +32,15 @@ halves its standard deviation) decide. This matters most for generator tuning, w
 ``noise_sigma`` where given (on the [0, 1] pixel scale), else estimated per image by ``estimate_noise_sigma``:
 the median absolute finest-scale Haar diagonal coefficient / 0.6745 (Donoho and Johnstone's robust estimate;
 image content is sparse there, so the median sees mostly noise; it overestimates on images with much fine
-texture).
+texture), over the 2x2 blocks with no pixel at the range's ends. Noisy images are stored clipped to the pixel
+range, and clipping shrinks the noise where the image is black or white: of the pixels whose clean value is at an
+end, half are clipped back onto it (no residual) and half keep a half-normal residual (mean square sigma^2 / 2).
+With p the share of the input's pixels at an end, the expected mean square is sigma^2 (1 - p) (measured on
+Fashion-MNIST test images at sigma 0.1: 0.56-0.74 sigma^2, within 0.02 of 1 - p), and that is the hinge.
 
-Class candidates, in this order: the ``classes`` given; else the ``top_k`` classes a discriminator ``D`` scores
-highest (``D(x, c)`` for every class); else a ``classifier``'s ``top_k``; else every class (at most
+Class candidates, in this order: the ``classes`` given; else a ``classifier``'s ``top_k`` (a network trained to
+tell the classes; preferred to D); else the ``top_k`` classes a discriminator ``D`` scores highest (``D(x, c)``
+for every class); else every class (at most
 ``max_classes``), narrowed to ``top_k`` after the first part of the search. The first part (a quarter of the steps)
 runs every restart of every candidate; the rest continues the best restart of each of the ``top_k`` best
 candidates (W-space models: the best one, the class being decided); the lowest final objective (loss + prior)
@@ -89,7 +94,8 @@ class InversionResult:
     ``class_source``: where the candidates came from (``given``, ``discriminator``, ``classifier``, ``all``,
     ``unconditional``); ``feature_loss``: the feature network's name (``none``). With tuning: ``generators``, one
     tuned G per image (``generators[i](latents[i:i+1], y[i:i+1])`` is image i's generated image),
-    ``psnr_search``: the PSNR before tuning, ``tuning``: its settings. Denoising: ``noise_sigma`` [N], the noise
+    ``psnr_search``: the PSNR before tuning, ``images_search``: the restored images before tuning, ``tuning``: its
+    settings. Denoising: ``noise_sigma`` [N], the noise
     level used per image (the [0, 1] pixel scale), and ``noise_sigma_source`` (``given`` or ``estimated``)."""
 
     images: torch.Tensor
@@ -106,6 +112,7 @@ class InversionResult:
     tuning: dict | None = None
     noise_sigma: torch.Tensor | None = None
     noise_sigma_source: str | None = None
+    images_search: torch.Tensor | None = None
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -177,8 +184,19 @@ def estimate_noise_sigma(images: torch.Tensor) -> torch.Tensor:
     of every 2x2 block and channel (orthonormal, so pure noise of deviation s gives coefficients of deviation s)."""
     x = images.float()
     x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
-    d = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 2
-    return d.abs().flatten(1).median(1).values / 0.6745 / 2  # / 2: from the [-1, 1] scale to [0, 1]
+    d = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]).abs() / 2
+    # Blocks with a pixel at the range's ends hold clipped, shrunken noise: left out where enough others remain.
+    clipped = F.max_pool2d(at_range_end(x).float().flatten(0, 1)[:, None], 2).reshape(d.shape) > 0
+    sigma = []
+    for coefficients, out in zip(d.flatten(1), clipped.flatten(1)):
+        kept = coefficients[~out]
+        sigma.append((kept if len(kept) >= 16 else coefficients).median())
+    return torch.stack(sigma) / 0.6745 / 2  # / 2: from the [-1, 1] scale to [0, 1]
+
+
+def at_range_end(x: torch.Tensor) -> torch.Tensor:
+    """Which pixels of images in [-1, 1] are at an end of the range (within half an 8-bit step): clipped."""
+    return x.abs() >= 1 - 1 / 255
 
 
 # --------------------------------------------------------------------------------------------- degradation
@@ -193,7 +211,7 @@ class Degradation:
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
         self.task, self.resolution, self.factor, self.mask = task, resolution, factor, None
-        self.channels, self.noise_sigma = channels, None
+        self.channels, self.noise_sigma, self.clipped_share = channels, None, None
         if task == "colorize" and channels != 3:
             raise ValueError("task colorize needs an RGB model; this one is grey")
         if task != "denoise" and noise_sigma is not None:
@@ -224,13 +242,16 @@ class Degradation:
         return 1 if self.task == "colorize" else self.channels
 
     def expected_residual(self, index: torch.Tensor | None, device) -> torch.Tensor | None:
-        """Denoising: the noise's expected mean square per row [B] on the [-1, 1] scale (4 sigma^2), else None."""
+        """Denoising: the noise's expected mean square per row [B] on the [-1, 1] scale, 4 sigma^2 (1 - p) with p the
+        share of the input's pixels clipped at an end of the range (``clipped_share``; see the module docstring),
+        else None."""
         if self.noise_sigma is None:
             return None
         sigma = self.noise_sigma.to(device)
+        kept = 1 - self.clipped_share.to(device) if self.clipped_share is not None else torch.ones_like(sigma)
         if len(sigma) > 1 and index is not None:
-            sigma = sigma[index.to(device)]
-        return (2 * sigma).square()
+            sigma, kept = sigma[index.to(device)], kept[index.to(device)]
+        return (2 * sigma).square() * kept
 
     @property
     def input_size(self) -> int:
@@ -388,7 +409,8 @@ def candidate_classes(G, preview: torch.Tensor, classes=None, D: nn.Module | Non
                       classifier: nn.Module | None = None, top_k: int = 3,
                       max_classes: int = 64) -> tuple[torch.Tensor | None, str]:
     """The classes to search per image [N, K] (None for an unconditional model) and where they came from:
-    ``classes`` given; else D's ``top_k``; else the classifier's ``top_k``; else all (at most ``max_classes``)."""
+    ``classes`` given; else the classifier's ``top_k`` (a network trained to tell the classes: preferred); else D's
+    ``top_k``; else all (at most ``max_classes``)."""
     n_classes, N = G.config.n_classes, len(preview)
     if not n_classes:
         if classes:
@@ -401,8 +423,6 @@ def candidate_classes(G, preview: torch.Tensor, classes=None, D: nn.Module | Non
             raise ValueError(f"class index {int(bad[0])} out of range: this model has classes 0..{n_classes - 1}")
         return chosen.expand(N, -1).clone(), "given"
     k = min(top_k, n_classes)
-    if D is not None:
-        return _discriminator_scores(D, preview, n_classes).topk(k, dim=1).indices, "discriminator"
     if classifier is not None:
         size = classifier.config.resolution
         x = F.interpolate(preview, size=(size, size), mode="bilinear", align_corners=False)
@@ -411,6 +431,8 @@ def candidate_classes(G, preview: torch.Tensor, classes=None, D: nn.Module | Non
         if logits.shape[1] != n_classes:
             raise ValueError(f"the classifier has {logits.shape[1]} classes, the generator {n_classes}")
         return logits.topk(k, dim=1).indices, "classifier"
+    if D is not None:
+        return _discriminator_scores(D, preview, n_classes).topk(k, dim=1).indices, "discriminator"
     if n_classes > max_classes:
         raise ValueError(f"this model has {n_classes} classes, too many to try them all (at most {max_classes}): "
                          "pass --class, a run or checkpoint folder (its discriminator ranks the classes) or "
@@ -536,6 +558,7 @@ def _noise_level(degrade: Degradation, target: torch.Tensor) -> str | None:
     if len(sigma) not in (1, len(target)):
         raise ValueError(f"noise_sigma: one value or one per image ({len(target)}), got {len(sigma)}")
     degrade.noise_sigma = sigma.expand(len(target)).clone()
+    degrade.clipped_share = at_range_end(target).float().flatten(1).mean(1).cpu()
     return source
 
 
@@ -628,8 +651,9 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
             if w_space and latents.dim() == 2:
                 latents = latents[:, None].repeat(1, w_shape(G)[0], 1)
             score = psnr(degrade(generated), target, degrade.weight(None, generated.device))
-        searched, generators = score, None
+        searched, generators, before = score, None, None
         if tune is not None:
+            before = degrade.restore(generated, target).detach().float()
             generators, latents, generated = _tune_each(G, latents, batch, loss_fn, settings, tune, progress)
             with torch.no_grad():
                 score = psnr(degrade(generated), target, degrade.weight(None, generated.device))
@@ -640,7 +664,7 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
     return InversionResult(restored.detach().float(), latents.detach().float(), batch.y, score.cpu(), loss.cpu(),
                            per_image, source, task, features.name if features is not None else "none", generators,
                            searched.cpu() if tune is not None else None, tune_settings(G, tune) if tune is not None
-                           else None, degrade.noise_sigma, sigma_source)
+                           else None, degrade.noise_sigma, sigma_source, before)
 
 
 def _tune_each(G, latents: torch.Tensor, batch: _Batch, loss_fn: _Loss, settings: _Settings, config: TuneConfig,

@@ -100,6 +100,9 @@ def test_classifier_ranks_the_classes_and_adds_a_feature_loss(runs):
         logits = classifier(torch.nn.functional.interpolate(images, size=(16, 16), mode="bilinear"))
     ranked, source = candidate_classes(G, images, classifier=classifier, top_k=2)
     assert source == "classifier" and ranked.tolist() == logits.topk(2, dim=1).indices.tolist()
+    D = load_discriminator(runs["biggan"])  # an explicit classifier is preferred to D's ranking
+    both, source = candidate_classes(G, images, D=D, classifier=classifier, top_k=2)
+    assert source == "classifier" and both.tolist() == ranked.tolist()
     result = invert(G, images, classifier=classifier, steps=4, restarts=1, top_k=2)
     assert result.class_source == "classifier"
     assert [sorted(c["class"] for c in cands) for cands in result.candidates] == [sorted(r) for r in ranked.tolist()]

@@ -40,6 +40,24 @@ def test_noise_sigma_estimate():
     assert float(estimate_noise_sigma(smooth).max()) < 0.005
 
 
+def test_clipped_noise_sets_a_lower_hinge_and_does_not_fool_the_estimate():
+    """Noise on an image that is half black, clipped to the pixel range as stored images are: the clipped half keeps
+    half its noise at a half-normal's mean square, so the noisy image is about sigma^2 (1 - p) from the clean one
+    (p = the share of pixels at an end). The hinge is set there, and the sigma estimate leaves clipped blocks out
+    (with them, the median of mostly zero coefficients would read ~40% low)."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    clean = torch.where(xx < 0, torch.full_like(xx, -1.0), 0.4 * torch.sin(2 * xx + yy))[None, None].repeat(3, 1, 1, 1)
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))
+    sigmas = torch.tensor([0.05, 0.1, 0.15])
+    noisy = (clean + 2 * sigmas.reshape(3, 1, 1, 1) * noise).clamp(-1, 1)
+    actual = (noisy - clean).square().flatten(1).mean(1)
+    assert (actual < 0.85 * (2 * sigmas).square()).all()  # clipping took a quarter of the noise
+    degrade = Degradation("denoise", 64, channels=1, noise_sigma=sigmas)
+    degrade.clipped_share = (noisy.abs() >= 1 - 1 / 255).float().flatten(1).mean(1)
+    assert torch.allclose(degrade.expected_residual(torch.arange(3), "cpu"), actual, rtol=0.08)
+    assert torch.allclose(estimate_noise_sigma(noisy), sigmas, rtol=0.15)
+
+
 def test_denoise_loss_does_not_pull_below_the_noise_level():
     """The discrepancy principle: a generated image that differs from the noisy input by less than the noise gets
     no pixel term (what is left is the pyramid's); one farther away gets its excess."""

@@ -71,6 +71,7 @@ def test_tuning_reaches_an_image_the_search_cannot(key):
     plain = invert(G, x, **SEARCH)
     tuned = invert(G, x, **SEARCH, tune=TuneConfig(steps=60))
     assert torch.allclose(tuned.psnr_search, plain.psnr)  # the search is the same; tuning comes after it
+    assert plain.images_search is None and torch.allclose(tuned.images_search, plain.images, atol=1e-5)
     assert (tuned.psnr > plain.psnr + 5).all(), (plain.psnr, tuned.psnr)
     assert tuned.tuning["method"] == ("progressive" if key == "biggan" else "pivotal") and tuned.tuning["steps"] == 60
     # One tuned G per image renders that image's latent; G itself is untouched.

@@ -59,3 +59,21 @@ def test_grey_to_rgb_repeats_the_luma():
     out = grey_to_rgb(x)
     assert out.shape == x.shape and torch.allclose(out, grey(x).expand(-1, 3, -1, -1))
     assert torch.equal(grey_to_rgb(grey(x)), out)
+
+
+def test_colourised_fashion_mnist_keeps_the_grey_and_colours_by_class():
+    """benchmarks/colour_fmnist.py: the BT.601 grey of the colour image is the input (up to clipping and rounding),
+    black stays black, and the hue follows the class (two classes' mean chroma point different ways)."""
+    import numpy as np
+    from colour_fmnist import colourise
+
+    g = np.tile(np.linspace(0, 255, 28).round().astype(np.uint8), (28, 1))
+    grey_images = np.stack([g] * 20)
+    labels = np.array([0] * 10 + [5] * 10)
+    rgb = colourise(grey_images, labels, seed=3).astype(np.float64)
+    luma = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    assert np.abs(luma - grey_images).max() <= 3 and np.abs(luma - grey_images).mean() < 0.5
+    assert (rgb[:, :, 0] == 0).all()  # the black column has no colour
+    chroma = rgb - luma[..., None]
+    assert np.linalg.norm(chroma[:10].mean((0, 1, 2)) - chroma[10:].mean((0, 1, 2))) > 10
+    assert np.abs(chroma).max() > 20  # coloured, not grey
