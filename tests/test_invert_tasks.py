@@ -60,16 +60,17 @@ def test_clipped_noise_sets_a_lower_hinge_and_does_not_fool_the_estimate():
 
 def test_denoise_loss_does_not_pull_below_the_noise_level():
     """The discrepancy principle: a generated image that differs from the noisy input by less than the noise gets
-    no pixel term (what is left is the pyramid's); one farther away gets its excess."""
+    no pixel term (what is left is the pyramid's, past its own hinge); one farther away gets its excess."""
     target = torch.zeros(1, 1, 16, 16)
     degrade = Degradation("denoise", 16, channels=1, noise_sigma=0.1)  # expected mean square 4 * 0.01 on [-1, 1]
     loss = _Loss(degrade, target, None, 0.0)
     index = torch.tensor([0])
     close = torch.full((1, 1, 16, 16), 0.1)  # mean square 0.01 < 0.04
     far = torch.full((1, 1, 16, 16), 0.3)  # mean square 0.09
-    # A constant image's pyramid levels have its own mean square: 0.01 and 0.09.
-    assert torch.allclose(loss(close, index)[0], torch.tensor([0.01]))
-    assert torch.allclose(loss(far, index)[0], torch.tensor([0.09 - 0.04 + 0.09]))
+    # A constant image's pyramid levels (8 and 4 px) have its own mean square, 0.01 or 0.09; each level is hinged at
+    # the noise's share there (0.04 / 4 = 0.01 and 0.04 / 16 = 0.0025), as average pooling shrinks white noise.
+    assert torch.allclose(loss(close, index)[0], torch.tensor([(0 + (0.01 - 0.0025)) / 2]))
+    assert torch.allclose(loss(far, index)[0], torch.tensor([0.09 - 0.04 + ((0.09 - 0.01) + (0.09 - 0.0025)) / 2]))
     plain = _Loss(Degradation("invert", 16, channels=1), target, None, 0.0)
     assert torch.allclose(plain(close, index)[0], torch.tensor([2 * 0.01]))
 
