@@ -188,6 +188,32 @@ def class_morph(G, latents: torch.Tensor, y: torch.Tensor, target: int, steps: i
     return images.reshape(len(latents), steps, *images.shape[1:])
 
 
+def class_step(G, latents: torch.Tensor, y: torch.Tensor, target: int, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(latents, labels)`` moved ``t`` (0 .. 1) of the way from class ``y`` to ``target``, for ``render``: z keeps
+    its latent and gets soft labels ``(1 - t) onehot(y) + t onehot(target)`` (as ``class_morph``); W+ (StyleGAN2,
+    whose W holds the class: an inverted image's latent) moves by ``t`` times the difference of the two classes'
+    average W (the family's truncation centres) and keeps its labels."""
+    n_classes = G.config.n_classes
+    if not n_classes:
+        raise ValueError("a class morph needs a class-conditional generator")
+    if not 0 <= target < n_classes:
+        raise ValueError(f"class index {target} out of range: this model has classes 0..{n_classes - 1}")
+    t = float(t)
+    if not 0 <= t <= 1:
+        raise ValueError(f"the morph amount must be in 0..1, got {t}")
+    y = torch.as_tensor(y).long().reshape(-1)
+    if latents.dim() == 2:
+        a = torch.nn.functional.one_hot(y, n_classes).float()
+        b = torch.nn.functional.one_hot(torch.full_like(y, target), n_classes).float()
+        return latents, (1 - t) * a + t * b
+    w_space = get_family(G).w_space
+    if w_space is None:
+        raise ValueError("W latents need a family with a W space")
+    with torch.no_grad():
+        shift = w_space.centre(G, torch.full_like(y, target)).cpu() - w_space.centre(G, y).cpu()
+    return latents + t * shift[:, None].to(latents.dtype), y
+
+
 # --------------------------------------------------------------------------------------------- walks
 def strengths(strength: float, steps: int) -> list[float]:
     """``steps`` strengths from -|strength| to |strength|."""
@@ -197,5 +223,5 @@ def strengths(strength: float, steps: int) -> list[float]:
     return torch.linspace(-s, s, steps).tolist()
 
 
-__all__ = ["apply_direction", "class_morph", "directions", "first_layer_matrix", "latent_chunks", "latent_space",
-           "render", "sweep", "to_space"]
+__all__ = ["apply_direction", "class_morph", "class_step", "directions", "first_layer_matrix", "latent_chunks",
+           "latent_space", "render", "sweep", "to_space"]

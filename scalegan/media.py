@@ -126,3 +126,29 @@ def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: i
 
 __all__ = ["encode_animation", "encode_gif", "encode_image", "encode_mp4", "make_grid", "ping_pong", "save_animation",
            "save_gif", "save_image", "save_mp4", "sheet_frames"]
+
+
+# --------------------------------------------------------------------------------------------- inversion inputs
+def fit_input(image: Image.Image, size: int) -> torch.Tensor:
+    """An input image (8-bit grey or RGB, any size) as inversion takes it: centre-cropped to a square, resized
+    (bicubic) to ``size``, float [C, size, size] in [-1, 1] (``scalegan invert`` and the server's /v1/invert)."""
+    from .data.base import to_float
+    from .data.folder import square
+
+    array = np.asarray(square(image, size, Image.Resampling.BICUBIC))
+    array = array[:, :, None] if array.ndim == 2 else array
+    return to_float(torch.from_numpy(array.copy()).permute(2, 0, 1))
+
+
+def known_mask(mask: Image.Image, image_size: tuple[int, int], resolution: int, what: str = "the mask") -> torch.Tensor:
+    """The known-pixel mask [1, R, R] (1 = known: white >= 128) of an 8-bit grey mask image that has the input's
+    size (cropped and resized with it, nearest) or the model's resolution; another size is a ValueError naming
+    ``what``."""
+    from .data.folder import square
+
+    if mask.size == image_size:
+        mask = square(mask, resolution, Image.Resampling.NEAREST)
+    elif mask.size != (resolution, resolution):
+        raise ValueError(f"{what} is {mask.size[0]}x{mask.size[1]}: it must have the input image's size "
+                         f"({image_size[0]}x{image_size[1]}) or the model's resolution ({resolution}x{resolution})")
+    return torch.from_numpy((np.asarray(mask) >= 128).astype(np.float32))[None]

@@ -11,12 +11,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..api import load
-from ..data.base import to_float
-from ..data.folder import decode_image, square
+from ..data.folder import decode_image
 from ..family import get_family
 from ..invert import TASKS, invert, load_discriminator
 from ..latents import save_latents
-from ..media import save_image
+from ..media import fit_input, known_mask, save_image
 from ..perceptual import FEATURE_LOSSES, classifier_features, discriminator_features, inception_features
 from ..sampling import resolve_class
 from ..tune import TuneConfig
@@ -120,21 +119,9 @@ def _open_image(path: str, channels: int) -> Image.Image:
         raise ValueError(f"{path}: not a readable image ({e}); pass a PNG or JPEG file") from None
 
 
-def _tensor(image: Image.Image) -> torch.Tensor:
-    array = np.asarray(image)
-    array = array[:, :, None] if array.ndim == 2 else array
-    return to_float(torch.from_numpy(array.copy()).permute(2, 0, 1))  # [C, H, W] in [-1, 1]
-
-
 def _mask(path: str, image_size: tuple[int, int], resolution: int) -> torch.Tensor:
     """The known-pixel mask [1, R, R] of one input (1 = known)."""
-    mask = _open_image(path, 1)
-    if mask.size == image_size:
-        mask = square(mask, resolution, Image.Resampling.NEAREST)
-    elif mask.size != (resolution, resolution):
-        raise ValueError(f"--mask {path} is {mask.size[0]}x{mask.size[1]}: it must have the input image's size "
-                         f"({image_size[0]}x{image_size[1]}) or the model's resolution ({resolution}x{resolution})")
-    return torch.from_numpy((np.asarray(mask) >= 128).astype(np.float32))[None]
+    return known_mask(_open_image(path, 1), image_size, resolution, f"--mask {path}")
 
 
 def _indices(text: str, n: int) -> list[int]:
@@ -196,7 +183,7 @@ def _inputs(args, G) -> tuple[torch.Tensor, torch.Tensor | None]:
     args.items = [(stem, name, label) for stem, name, _, label in sources]
     images, masks = [], []
     for _, _, image, _ in sources:
-        images.append(_tensor(square(image, size, Image.Resampling.BICUBIC)))
+        images.append(fit_input(image, size))
         if args.task == "inpaint":
             masks.append(_mask(args.mask, image.size, cfg.resolution))
     return torch.stack(images), (torch.stack(masks) if masks else None)

@@ -1,7 +1,8 @@
 """The HTTP API and its page: ``create_app(models, settings)`` -> a FastAPI app (OpenAPI at ``/docs``).
 
 ``GET /health``, ``GET /v1/models``, ``POST /v1/generate`` (PNG grid, NPZ or JSON), ``POST /v1/render`` (the
-latents of a latents file or a JSON body, back as images), ``POST /v1/interpolate`` (GIF or MP4) and the page at
+latents of a latents file or a JSON body, back as images), ``POST /v1/interpolate`` (GIF or MP4), ``POST
+/v1/invert`` and ``POST /v1/edit`` (real images restored and edited: scalegan/serve/restore.py) and the page at
 ``/``. Every bad input is a 4xx JSON body ``{"error": message, "field": name}`` whose message
 says what to send instead. Generation runs through one ``Batcher`` (scalegan/serve/batcher.py), never on the event
 loop; encoding runs in a worker thread too.
@@ -32,6 +33,7 @@ from ..media import encode_animation, encode_image, make_grid, ping_pong
 from ..sampling import lerp, soft_labels
 from .batcher import Batcher, Job, QueueFull
 from .models import RequestError, ServedModel
+from .restore import EDIT_DIRECTIONS, EditRequest, InvertRequest, edit_route, invert_route
 
 PAGE = Path(__file__).with_name("page.html")
 Class = int | str
@@ -51,6 +53,13 @@ class ServeSettings:
     max_body: int = 64 * 1024  # request body bytes; beyond it: 413
     max_n: int = 64  # images per generate request
     max_steps: int = 64  # interpolation frames
+    max_upload: int = 8 * 1024 * 1024  # /v1/invert body bytes (a base64 image is 4/3 of the file); beyond: 413
+    max_pixels: int = 4096 * 4096  # pixels of an uploaded image, checked before it is decoded; beyond: 413
+    invert_steps: int = 100  # latent search steps of /v1/invert
+    invert_restarts: int = 2  # starting points per candidate class
+    max_tune: int = 200  # generator tuning steps a /v1/invert request may ask for
+    invert_timeout: float = 120.0  # seconds an inversion may run before it is answered 504
+    max_inversions: int = 1  # inversions running at once; beyond: 429
 
     def check(self) -> None:
         """A server reachable from other machines needs a token."""
@@ -129,6 +138,8 @@ class Server:
             raise ValueError("serve at least one model")
         self.models, self.settings = models, settings
         self.batcher = Batcher(self._forward, settings.max_batch, settings.max_wait_ms, settings.queue_size)
+        self.inversions = 0  # /v1/invert requests running (scalegan/serve/restore.py)
+        self.sefa: dict[str, torch.Tensor] = {}  # editing directions per model, computed on first use
 
     def _forward(self, key, latents, labels):
         name, truncation, _kind = key
@@ -176,7 +187,7 @@ def create_app(models: dict, settings: ServeSettings | None = None) -> FastAPI:
     app = FastAPI(title="scalegan", description="Generate images from BigGAN, BigGAN-deep and StyleGAN2 models.",
                   lifespan=lifespan)
     app.state.server = server
-    app.add_middleware(BodyLimit, limit=settings.max_body)
+    app.add_middleware(BodyLimit, limit=settings.max_body, limits={"/v1/invert": settings.max_upload})
     _add_error_handlers(app)
     _add_routes(app, server)
     return app
@@ -221,7 +232,9 @@ def _add_routes(app: FastAPI, server: Server) -> None:
     async def list_models():
         return {"models": [m.describe() for m in server.models.values()],
                 "limits": {"max_n": server.settings.max_n, "max_steps": server.settings.max_steps,
-                           "max_batch": server.settings.max_batch}}
+                           "max_batch": server.settings.max_batch, "max_tune": server.settings.max_tune,
+                           "max_upload": server.settings.max_upload, "max_pixels": server.settings.max_pixels,
+                           "edit_directions": EDIT_DIRECTIONS}}
 
     @app.post("/v1/generate", dependencies=auth, response_class=Response,
               responses={200: {"content": {"image/png": {}, "application/json": {}, "application/x-npz": {}},
@@ -236,6 +249,19 @@ def _add_routes(app: FastAPI, server: Server) -> None:
                      format: Literal["png", "npz", "json"] = Query("png", description="NPZ bodies: the output"),
                      nrow: int | None = Query(None, ge=1, le=64, description="NPZ bodies: images per grid row")):
         return await _render(server, request, model, format, nrow)
+
+    @app.post("/v1/invert", dependencies=auth, response_class=Response,
+              responses={200: {"content": {"application/json": {}, "image/png": {}, "application/x-npz": {}},
+                               "description": "the restored image and its latents (json), the image (png) or a "
+                               "latents file (npz)"}})
+    async def invert_image(body: InvertRequest):
+        return await invert_route(server, body)
+
+    @app.post("/v1/edit", dependencies=auth, response_class=Response,
+              responses={200: {"content": {"image/png": {}, "application/json": {}},
+                               "description": "the edited latent's image"}})
+    async def edit(body: EditRequest):
+        return await edit_route(server, body)
 
     @app.post("/v1/interpolate", dependencies=auth, response_class=Response,
               responses={200: {"content": {"image/gif": {}, "video/mp4": {}}, "description": "the animation"}})
@@ -387,25 +413,26 @@ def _encode_animation(fmt: str, images: torch.Tensor, fps: int) -> tuple[bytes, 
 
 # --------------------------------------------------------------------------------------------- body limit
 class BodyLimit:
-    """ASGI middleware: a request body over ``limit`` bytes is answered 413 before the app reads it (by its
-    Content-Length, or while counting a chunked body)."""
+    """ASGI middleware: a request body over ``limit`` bytes (``limits``: per path, e.g. uploads) is answered 413
+    before the app reads it (by its Content-Length, or while counting a chunked body)."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, limits: dict[str, int] | None = None):
+        self.app, self.limit, self.limits = app, limit, limits or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.limits.get(scope.get("path", ""), self.limit)
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._reject(send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await self._reject(send, limit)
         messages, size = [], 0
-        while True:  # bodies are small (JSON): read it whole, counting, then replay it to the app
+        while True:  # bodies are bounded: read it whole, counting, then replay it to the app
             message = await receive()
             messages.append(message)
             size += len(message.get("body", b""))
-            if size > self.limit:
-                return await self._reject(send)
+            if size > limit:
+                return await self._reject(send, limit)
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
 
@@ -414,8 +441,8 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _reject(self, send):
-        response = JSONResponse({"error": f"request body over {self.limit} bytes: send a smaller body (fewer "
-                                          "latents)", "field": None}, 413)
+    async def _reject(self, send, limit: int):
+        response = JSONResponse({"error": f"request body over {limit} bytes: send a smaller body (fewer latents, "
+                                          "a smaller image)", "field": None}, 413)
         await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})

@@ -64,7 +64,8 @@ class ServedModel:
         return {"name": self.name, "family": info.family, "resolution": info.resolution,
                 "n_classes": info.n_classes, "classes": list(info.class_names), "class_ids": list(info.class_ids),
                 "imagenet": bool(info.class_ids), "truncation": self.truncation_range(), "backend": self.backend,
-                "source": str(info.source)}
+                "source": str(info.source), "channels": getattr(self.G.config, "img_channels", 3),
+                "invert": self.backend == "torch"}
 
     def truncation_range(self) -> dict:
         """What ``truncation`` means for this model and the range a slider should offer (any value > 0 is taken)."""
