@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,7 +49,7 @@ def server(tmp_path_factory):
     save_generator(scalegan.create_model("biggan-fmnist", ch=8, d_ch=8)[0], folder, class_names=FMNIST)
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "scalegan", "serve", str(folder), "--port", str(port),
-                                "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                "--threads", "1", "--invert-steps", "30", "--max-tune", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -121,7 +122,9 @@ def test_page_generates_interpolates_and_shows_errors(page):
     page.wait_for_function("document.querySelector('[data-testid=grid]').complete")
     size = grid.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert tuple(size) == grid_size(32, n, 8) == (274, 70)
-    assert grid.bounding_box()["width"] >= 256  # shown, not a broken 0 px image
+    box = grid.bounding_box()["width"]  # shown enlarged by a whole factor (nearest neighbour), not a 0 px image
+    assert box >= 2 * 274 and round(box) % 274 == 0, box
+    assert grid.evaluate("img => getComputedStyle(img).imageRendering") == "pixelated"
     expect(page.get_by_test_id("error")).to_be_hidden()
     expect(page.get_by_test_id("download-png")).to_be_visible()
 
@@ -144,3 +147,57 @@ def test_page_generates_interpolates_and_shows_errors(page):
     expect(error).to_be_hidden()  # a good request clears the error
     assert not page.errors, page.errors
     assert page.failed == [("/v1/generate", 422)]  # the bad input only (no favicon or other request failed)
+
+
+def test_page_restores_an_upload_and_edits_it(page, tmp_path):
+    """Upload a photo, paint a hole, restore it (inpaint), see the result enlarged beside the input, then move a
+    SeFa slider and morph towards another class: each changes the edited image. No JavaScript error."""
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (48, 40), dtype=np.uint8)).save(photo)
+    page.get_by_test_id("upload").set_input_files(str(photo))
+    canvas = page.get_by_test_id("input-canvas")
+    expect(page.get_by_test_id("restore")).to_be_enabled()
+    page.get_by_test_id("task").select_option("inpaint")
+    box = canvas.bounding_box()
+    assert box["width"] == 160  # a 40 px upload shown at 4x
+    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6, steps=5)
+    page.mouse.up()
+    red = canvas.evaluate("c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; "
+                          "for (let i = 0; i < d.length; i += 4) if (d[i] > 200 && d[i + 1] < 60) n++; return n; }")
+    assert red > 40, red  # the painted hole shows on the input
+    page.get_by_test_id("tune").fill("5")
+    page.get_by_test_id("restore").click()
+    result = page.get_by_test_id("result")
+    expect(result).to_be_visible(timeout=60_000)
+    page.wait_for_function("document.querySelector('[data-testid=result]').complete")
+    assert tuple(result.evaluate("img => [img.naturalWidth, img.naturalHeight]")) == (32, 32)
+    assert result.bounding_box()["width"] == 192  # 6x, nearest neighbour; the download is the 32 px PNG
+    expect(page.get_by_test_id("result-caption")).to_contain_text("PSNR")
+    expect(page.get_by_test_id("edit-box")).to_be_visible()
+    expect(page.get_by_test_id("download-latents")).to_be_visible()
+
+    def edited_after(action):
+        before = page.get_by_test_id("edited").get_attribute("src")
+        action()
+        page.wait_for_function("([b]) => { const e = document.querySelector('[data-testid=edited]'); "
+                               "return e.src && e.src !== b && e.complete; }", arg=[before or ""], timeout=30_000)
+        return page.get_by_test_id("edited").evaluate(
+            "img => { const c = document.createElement('canvas'); c.width = img.naturalWidth; "
+            "c.height = img.naturalHeight; const g = c.getContext('2d'); g.drawImage(img, 0, 0); "
+            "return Array.from(g.getImageData(0, 0, c.width, c.height).data); }")
+
+    slide = "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }"
+    moved = edited_after(lambda: page.get_by_test_id("direction-0").evaluate(slide, "4"))
+    page.get_by_test_id("morph-class").fill("bag")
+    morphed = edited_after(lambda: page.get_by_test_id("morph").evaluate(slide, "1"))
+    assert np.abs(np.array(moved) - np.array(morphed)).mean() > 1
+    _screenshot(page, "serve_restore.png")
+    expect(page.get_by_test_id("error")).to_be_hidden()
+    assert not page.errors, page.errors
+    assert [f for f in page.failed if f[0] != "/v1/generate"] == []

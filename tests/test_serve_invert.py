@@ -261,6 +261,28 @@ def test_edit_moves_along_directions_and_towards_a_class(client, loaded, monkeyp
                                          loaded[model][0].config.w_dim)
 
 
+def test_a_tuned_restoration_is_edited_with_its_tuned_generator(loaded):
+    """With tuning, the response carries a token; /v1/edit with it renders through the tuned copy, so no edit gives
+    the restored image back (without it, the untuned G's rendering of the latent). The server keeps the last
+    TUNED_KEPT copies only."""
+    with TestClient(create_app(loaded, ServeSettings(**FAST, max_tune=30))) as c:
+        out = c.post("/v1/invert", json={"model": "fmnist", "image": b64(png(photo())), "class": 4, "tune": 30}).json()
+        assert len(out["tuned"]) >= 20
+        base = {"model": "fmnist", "latents": out["latents"], "class": 4, "format": "json"}
+
+        def pixels(r):
+            assert r.status_code == 200, r.text
+            return np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["image"].split(",")[1]))), dtype=int)
+
+        recon = np.asarray(Image.open(io.BytesIO(base64.b64decode(out["image"].split(",")[1]))), dtype=int)
+        assert np.abs(pixels(c.post("/v1/edit", json={**base, "tuned": out["tuned"]})) - recon).max() <= 1
+        assert np.abs(pixels(c.post("/v1/edit", json=base)) - recon).mean() > 2  # the untuned G draws it otherwise
+        error(c.post("/v1/edit", json={**base, "tuned": "nope"}), 404, "no tuned generator", "restore the image again")
+        for i in range(restore.TUNED_KEPT):
+            c.post("/v1/invert", json={"model": "fmnist", "image": b64(png(photo(seed=i + 1))), "class": 4, "tune": 1})
+        error(c.post("/v1/edit", json={**base, "tuned": out["tuned"]}), 404, f"the last {restore.TUNED_KEPT}")
+
+
 @pytest.mark.parametrize("body,words", [
     ({"latents": [[1.0, 2.0]], "class": 0}, ["latents must be one finite latent", "[64]"]),
     ({"latents": [0.0] * 64}, ["class-conditional"]),

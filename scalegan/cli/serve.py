@@ -13,6 +13,7 @@ from .options import (
     add_max_batch,
     add_weights,
     natural_float,
+    natural_int,
     port,
     positive_float,
     positive_int,
@@ -24,6 +25,7 @@ def add_parser(sub) -> None:
         "serve", help="serve models over HTTP: an API (/docs) and a page (/)", formatter_class=HelpFormatter,
         description="Serve generators over HTTP: GET /health, GET /v1/models, POST /v1/generate (PNG grid, NPZ or "
                     "JSON), POST /v1/render (a latents file back to images), POST /v1/interpolate (GIF or MP4), "
+                    "POST /v1/invert and /v1/edit (real images restored, then edited), "
                     "OpenAPI at /docs and a page at /. Concurrent requests for one model share forward passes "
                     "(--max-batch, --max-wait-ms).")
     p.add_argument("sources", nargs="+", metavar="SOURCE",
@@ -45,6 +47,14 @@ def add_parser(sub) -> None:
                    help="requests waiting for a forward pass; more are answered 429 with Retry-After")
     p.add_argument("--timeout", type=positive_float, default=60.0,
                    help="seconds a request may wait and run before it is answered 504")
+    p.add_argument("--invert-steps", type=positive_int, default=100,
+                   help="latent search steps of POST /v1/invert (the page's Restore)")
+    p.add_argument("--max-tune", type=natural_int, default=200,
+                   help="generator tuning steps a /v1/invert request may ask for (0: no tuning)")
+    p.add_argument("--invert-timeout", type=positive_float, default=120.0,
+                   help="seconds an inversion may run before it is answered 504")
+    p.add_argument("--max-upload-mb", type=positive_float, default=8.0,
+                   help="largest /v1/invert request body in MB (base64 makes a file 4/3 larger); more is 413")
     add_device(p)
     p.set_defaults(func=run)
 
@@ -60,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
                          "'scalegan[serve]'") from None
     settings = ServeSettings(host=args.host, port=args.port, token=args.token or os.environ.get("SCALEGAN_TOKEN"),
                              max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
-                             timeout=args.timeout)
+                             timeout=args.timeout, invert_steps=args.invert_steps, max_tune=args.max_tune,
+                             invert_timeout=args.invert_timeout, max_upload=int(args.max_upload_mb * 1024 * 1024))
     settings.check()  # before loading anything: a missing token is a one-line error at once
     models = {}
     for name, source in zip(model_names(args.sources), args.sources):

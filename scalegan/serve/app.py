@@ -140,6 +140,7 @@ class Server:
         self.batcher = Batcher(self._forward, settings.max_batch, settings.max_wait_ms, settings.queue_size)
         self.inversions = 0  # /v1/invert requests running (scalegan/serve/restore.py)
         self.sefa: dict[str, torch.Tensor] = {}  # editing directions per model, computed on first use
+        self.tuned: dict[str, tuple] = {}  # token -> (model name, tuned G) of the last few tuned restorations
 
     def _forward(self, key, latents, labels):
         name, truncation, _kind = key

@@ -6,7 +6,9 @@ Uploads are base64 in a JSON body, decoded in memory (nothing is written to disk
 are decoded: the header's width x height against ``max_pixels`` (a decompression bomb is a 413), then the
 decode itself (a non-image or a truncated file is a 422). An inversion runs in a worker thread, at most
 ``max_inversions`` at a time (beyond: 429), answered 504 after ``invert_timeout`` seconds (the thread then finishes
-and frees its slot; its result is dropped). Edits render through the batcher like every other image.
+and frees its slot; its result is dropped). Edits render through the batcher like every other image; a tuned
+restoration's generator is kept (the last ``TUNED_KEPT``, under an unguessable token the response carries) so its
+edits start from the restored image, not from the untuned generator's rendering of the same latent.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import io
+import secrets
 import time
 import warnings
 from typing import Literal
@@ -30,12 +33,14 @@ from ..family import latent_shape, w_shape
 from ..invert import TASKS, invert
 from ..latents import latents_bytes
 from ..media import encode_image, fit_input, known_mask
-from ..utils import to_hwc
+from ..sampling import render
+from ..utils import to_hwc, to_uint8
 from .models import RequestError, ServedModel
 
 Class = int | str
 MAX_CLASSES = 64  # every class is tried up to this many (as `scalegan invert`); above, the request names one
 EDIT_DIRECTIONS = 16  # SeFa directions an edit may use
+TUNED_KEPT = 4  # tuned generators kept for edits (the most recent; each is a copy of G)
 
 
 class InvertRequest(BaseModel):
@@ -52,7 +57,8 @@ class InvertRequest(BaseModel):
     noise_sigma: float | None = Field(None, ge=0, le=1, description="denoise: the noise's deviation on the [0, 1] "
                                       "scale; none: estimated")
     tune: int = Field(0, ge=0, description="generator tuning steps after the search (0: none; at most the server's "
-                      "--max-tune); edits use the untuned generator")
+                      "--max-tune); the response's tuned token lets /v1/edit use the tuned copy (the server keeps "
+                      "the last few)")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     format: Literal["json", "png", "npz"] = Field("json", description="json: the result and input as PNG data URLs, "
                                                   "the latents (list and NPZ), class and PSNR; png: the result image; "
@@ -69,6 +75,7 @@ class EditRequest(BaseModel):
                                                 "(0 = the strongest) and how far to move along each")
     morph_class: Class | None = Field(None, description="a class to move towards")
     morph: float = Field(0.0, ge=0, le=1, description="how far towards morph_class (0 .. 1)")
+    tuned: str | None = Field(None, description="the tuned token /v1/invert returned: edit with that tuned generator")
     format: Literal["png", "json"] = "png"
 
 
@@ -153,7 +160,8 @@ def _run_invert(served: ServedModel, body: InvertRequest, x, mask, classes, step
             "class_name": names[y] if y is not None and y < len(names) else None,
             "psnr": round(float(result.psnr[0]), 3), "tune": body.tune, "seconds": round(time.perf_counter() - start,
                                                                                            2),
-            "image": result.images[0], "input": x[0], "latents": result.latents[:1], "y": result.y}
+            "image": result.images[0], "input": x[0], "latents": result.latents[:1], "y": result.y,
+            "generator": result.generators[0] if result.generators else None}
 
 
 async def invert_route(server, body: InvertRequest):
@@ -183,6 +191,12 @@ async def invert_route(server, body: InvertRequest):
                            "ask for fewer tuning steps or retry when the server is idle", None, 504) from None
     except ValueError as e:
         raise RequestError(str(e), None) from None
+    tuned = out.pop("generator")
+    if tuned is not None:  # kept for edits under an unguessable token; the oldest goes
+        out["tuned"] = secrets.token_urlsafe(16)
+        server.tuned[out["tuned"]] = (served.name, tuned)
+        while len(server.tuned) > TUNED_KEPT:
+            server.tuned.pop(next(iter(server.tuned)))
     content, media = await asyncio.to_thread(_encode_invert, body.format, out)
     return Response(content, media_type=media,
                     headers={"Content-Disposition": f'inline; filename="{served.name}-{body.task}.{body.format}"'})
@@ -245,7 +259,8 @@ def edit_latents(served: ServedModel, body: EditRequest, vectors: torch.Tensor) 
 
 
 def sefa(server, served: ServedModel) -> torch.Tensor:
-    """The model's first ``EDIT_DIRECTIONS`` SeFa directions, computed once per model."""
+    """The model's first ``EDIT_DIRECTIONS`` SeFa directions, computed once per model (a tuned copy edits along its
+    source's directions, so that a slider means the same before and after tuning)."""
     if served.name not in server.sefa:
         _, dim = latent_space(served.G)
         server.sefa[served.name] = directions(served.G, min(EDIT_DIRECTIONS, dim))[0]
@@ -259,9 +274,18 @@ async def edit_route(server, body: EditRequest):
     served = server.model(body.model)
     if served.backend != "torch":
         raise RequestError(f"model {served.name!r} is an ONNX file: edits need the torch backend", "model")
+    tuned = None
+    if body.tuned is not None:
+        name, tuned = server.tuned.get(body.tuned, (None, None))
+        if tuned is None or name != served.name:
+            raise RequestError(f"no tuned generator {body.tuned!r} for model {served.name!r} here (the server keeps "
+                               f"the last {TUNED_KEPT}): restore the image again, or leave out tuned", "tuned", 404)
     vectors = await asyncio.to_thread(sefa, server, served)
     latents, labels, kind = edit_latents(served, body, vectors)
-    images = await server.run(served, None, kind, latents, labels)
+    if tuned is None:
+        images = await server.run(served, None, kind, latents, labels)
+    else:  # the tuned copy renders alone, off the event loop (the batcher serves the served models)
+        images = await asyncio.to_thread(lambda: to_uint8(render(tuned, latents, labels)).cpu())
     png = await asyncio.to_thread(encode_image, images[0].permute(1, 2, 0).numpy())
     if body.format == "png":
         return Response(png, media_type="image/png")
