@@ -1,7 +1,8 @@
 """`scalegan serve`'s page in a real browser: Debian's ``chromium`` driven by Playwright for Python (sync API,
 ``executable_path``; no browser download). The real server runs in a subprocess on a free loopback port; the test
-picks a class by searching its name, generates, checks the grid is shown at the size the server makes it, plays an
-interpolation, and checks that a bad input shows the server's error on the page.
+picks a class by searching its name, generates, checks the grid is shown at the size the server makes it (enlarged by
+a whole factor), plays an interpolation, and checks that a bad input shows the server's error on the page; then it
+uploads an image, paints a hole, restores it and edits it (a SeFa slider, a class morph).
 
 Needs the ``dev`` extra (``playwright``) and Debian's ``chromium`` (``scripts/setup.sh dev`` installs both). Without
 them the test fails and says what to install: tests never skip to go green. ``SCALEGAN_SCREENSHOTS=DIR`` also saves
@@ -49,7 +50,8 @@ def server(tmp_path_factory):
     save_generator(scalegan.create_model("biggan-fmnist", ch=8, d_ch=8)[0], folder, class_names=FMNIST)
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "scalegan", "serve", str(folder), "--port", str(port),
-                                "--threads", "1", "--invert-steps", "30", "--max-tune", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                "--threads", "1", "--invert-steps", "30", "--max-tune", "20"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
