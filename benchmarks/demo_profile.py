@@ -1,0 +1,193 @@
+"""Where one demo iteration's time goes (issue 25, item 1): the demo's own training loop (``scalegan.training.train``
+with the ``biggan-fmnist`` preset on Fashion-MNIST) under ``torch.profiler``, every CPU op's self time given to a
+category, and convolution GFLOP/s against a convolution peak measured in the same run.
+
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \\
+        python benchmarks/demo_profile.py [--iterations 60] [--warmup 10] [--precision float32] [--threads 2]
+
+Categories (each op's self time goes to its nearest labelled ancestor): ``conv forward`` (``aten::convolution``
+outside the backward), ``conv backward`` (``ConvolutionBackward``), ``matmul`` (linear layers, forward and
+backward), ``spectral norm`` (``sn_weight``: the power iteration and the division, forward; its backward is part of
+the backward categories), ``optimizer`` (Adam's step and zero_grad), ``EMA``, ``divergence guard`` (the finite
+checks before and after each step), ``augmentation``, ``data`` (drawing real batches and noise), ``periodic``
+(logging, grids, checkpoints: ``Run._periodic``), ``backward, other`` and ``forward, other`` (normalisation,
+activations, elementwise, losses). The profiled window is ``--iterations`` after ``--warmup`` (labelled by the
+loop's iteration, so set-up is not counted). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import dataclasses
+import functools
+import tempfile
+import time
+from datetime import date
+
+import torch
+from common import emit, log, machine
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from scalegan.hardware import bf16_supported, describe_cpu
+from scalegan.layers import SpectralNorm
+from scalegan.training import loop as loop_module
+from scalegan.training import train
+from scalegan.training.config import TrainConfig
+
+LABELS = {  # record_function label -> category
+    "prof:sn": "spectral norm", "prof:ema": "EMA", "prof:guard": "divergence guard", "prof:augment": "augmentation",
+    "prof:data": "data", "prof:periodic": "periodic",
+}
+
+
+def _labelled(fn, label):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with record_function(label):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@contextlib.contextmanager
+def labels(state: dict):
+    """Wrap the loop's parts in record_function labels; count iterations (the window opens after the warm-up)."""
+    patches = [(SpectralNorm, "sn_weight", "prof:sn"), (loop_module, "ema_update", "prof:ema"),
+               (loop_module, "_check_finite", "prof:guard"), (loop_module.Batches, "real", "prof:data"),
+               (loop_module.Batches, "noise", "prof:data"), (loop_module.Run, "_periodic", "prof:periodic")]
+    from scalegan.augment import Augmenter
+    patches.append((Augmenter, "__call__", "prof:augment"))
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    original_finite = loop_module._finite
+    phases = loop_module.Run._phases
+
+    def counted_phases(self):
+        # One range per iteration, from this iteration's phases to the next one's (so it holds the EMA and the
+        # periodic work that follow the phases), opened by hand: record_function's enter and exit.
+        if state.get("range") is not None:
+            state["range"].__exit__(None, None, None)
+        state["iteration"] += 1
+        state["starts"].append(time.perf_counter())
+        window = state["warmup"] < state["iteration"] <= state["warmup"] + state["n"]
+        label = "prof:iteration" if window else "prof:outside"  # the last iteration's range holds the run's end
+        state["range"] = record_function(label)
+        state["range"].__enter__()
+        return phases(self)
+
+    try:
+        for owner, name, label in patches:
+            setattr(owner, name, _labelled(getattr(owner, name), label))
+        loop_module._finite = _labelled(original_finite, "prof:guard")  # the after-step weights check too
+        loop_module.Run._phases = counted_phases
+        yield
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+        loop_module._finite = original_finite
+        loop_module.Run._phases = phases
+        if state.get("range") is not None:
+            state["range"].__exit__(None, None, None)
+            state["range"] = None
+
+
+def category(event, parents: dict) -> str | None:
+    """The category of an op from its own name and its ancestors' (nearest first); None outside the window."""
+    names, node = [], event
+    while node is not None:
+        names.append(node.name)
+        node = parents.get(id(node))
+    if "prof:iteration" not in names:
+        return None
+    backward = any(n.startswith("autograd::engine") for n in names)
+    for name in names:
+        if name in LABELS:
+            return LABELS[name]
+        if name.startswith("Optimizer."):
+            return "optimizer"
+        if "ConvolutionBackward" in name or name == "aten::convolution_backward":
+            return "conv backward"
+        if name == "aten::convolution" and not backward:
+            return "conv forward"
+        if name in ("aten::addmm", "aten::mm", "aten::bmm", "aten::linear") or "AddmmBackward" in name \
+                or "MmBackward" in name:
+            return "matmul"
+    return "backward, other" if backward else "forward, other"
+
+
+def conv_flops_per_iteration(cfg: TrainConfig) -> tuple[int, int]:
+    """(convolution FLOPs, all FLOPs) of one demo iteration: FlopCounterMode over a 3-iteration run minus a
+    1-iteration run, halved (set-up and the final grid and checkpoint cancel)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counts = []
+    for iterations in (1, 3):
+        with tempfile.TemporaryDirectory() as out, FlopCounterMode(display=False) as counter:
+            train(dataclasses.replace(cfg, out_dir=out, iterations=iterations))
+        by_op = counter.get_flop_counts().get("Global", {})
+        counts.append((sum(v for k, v in by_op.items() if "convolution" in str(k)), counter.get_total_flops()))
+    return (counts[1][0] - counts[0][0]) // 2, (counts[1][1] - counts[0][1]) // 2
+
+
+def conv_peak(reps: int = 5) -> float:
+    """GFLOP/s of the demo's largest convolution shape at a larger batch (3x3, 128 -> 128 channels, 16 px,
+    batch 64, channels_last, float32): what this CPU's oneDNN reaches on such a layer."""
+    import torch.nn.functional as F
+
+    x = torch.randn(64, 128, 16, 16).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(128, 128, 3, 3).contiguous(memory_format=torch.channels_last)
+    F.conv2d(x, w, padding=1)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        F.conv2d(x, w, padding=1)
+        best = min(best, time.perf_counter() - t)
+    return 2 * 9 * 128 * 128 * 16 * 16 * 64 / best / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--iterations", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--precision", default="float32", help="float32 (the AVX2 path) or auto")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as out:
+        cfg = TrainConfig.from_preset("biggan-fmnist", out_dir=out, iterations=args.warmup + args.iterations + 1,
+                                      time_budget=0.0, sample_every=0, ckpt_every=0, progress=False,
+                                      tensorboard=False, precision=args.precision, seed=0)
+        conv_flops, flops = conv_flops_per_iteration(cfg)
+        peak = conv_peak()
+        timed = {"iteration": 0, "warmup": args.warmup, "n": args.iterations, "starts": []}
+        with labels(timed):  # the same loop unprofiled: its seconds per iteration
+            train(dataclasses.replace(cfg, out_dir=out + "/plain"))
+        starts = timed["starts"][args.warmup:args.warmup + args.iterations + 1]
+        plain = (starts[-1] - starts[0]) / (len(starts) - 1)
+        state = {"iteration": 0, "warmup": args.warmup, "n": args.iterations, "starts": []}
+        log(f"profiling {args.iterations} iterations after {args.warmup} warm-up ({args.precision})")
+        with profile(activities=[ProfilerActivity.CPU]) as prof, labels(state):
+            train(dataclasses.replace(cfg, out_dir=out + "/profiled"))
+    events = prof.events()
+    parents = {id(e): e.cpu_parent for e in events}
+    totals: dict[str, float] = collections.defaultdict(float)
+    for e in events:
+        c = category(e, parents)
+        if c is not None:
+            totals[c] += e.self_cpu_time_total / 1e6
+    window = sum(e.cpu_time_total for e in events if e.name == "prof:iteration") / 1e6
+    per_it = {k: round(v / args.iterations * 1e3, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+    conv_s = (totals["conv forward"] + totals["conv backward"]) / args.iterations
+    emit({"bench": "demo_profile", "precision": args.precision, "bf16_native": bf16_supported("cpu"),
+          "iterations": args.iterations, "ms_per_iteration_unprofiled": round(plain * 1e3, 1),
+          "ms_per_iteration_profiled": round(window / args.iterations * 1e3, 1), "ms_per_category": per_it,
+          "share": {k: round(v / max(window, 1e-9) * args.iterations / 1e3, 3) for k, v in per_it.items()},
+          "gflop_per_iteration": round(flops / 1e9, 3), "conv_gflop_per_iteration": round(conv_flops / 1e9, 3),
+          "conv_gflops_achieved": round(conv_flops / 1e9 / max(conv_s, 1e-9), 1), "conv_peak_gflops": round(peak, 1),
+          "overall_gflops_unprofiled": round(flops / 1e9 / plain, 1), "threads": args.threads,
+          "cpu_kind": describe_cpu(), "machine": machine("cpu"), "date": date.today().isoformat(),
+          "note": "the profiler adds overhead per op: compare categories, not absolute speed with the unprofiled loop"})
+
+
+if __name__ == "__main__":
+    main()
