@@ -117,6 +117,10 @@ class InversionResult:
     images_search: torch.Tensor | None = None
 
 
+class InversionStopped(Exception):
+    """``invert``'s ``stop()`` returned True (a server's deadline): the search ended at the step it was at."""
+
+
 # --------------------------------------------------------------------------------------------- helpers
 def psnr(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """PSNR in dB per image of two batches in [-1, 1] (peak 1 on the [0, 1] scale), over the pixels where
@@ -315,8 +319,9 @@ class _Loss:
     """The search loss per image of a batch: pixels + pyramid + features through the degradation."""
 
     def __init__(self, degrade: Degradation, target: torch.Tensor, features: FeatureNet | None,
-                 feature_weight: float):
+                 feature_weight: float, stop=None):
         self.degrade, self.target, self.features, self.feature_weight = degrade, target, features, feature_weight
+        self.stop = stop  # asked at every step of the search and of tuning, which both go through this loss
         self.target_features = None
         if features is not None:
             weight = degrade.weight(None, target.device)  # inpainting: the holes count in neither image
@@ -325,6 +330,8 @@ class _Loss:
 
     def __call__(self, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss [B], pixel mean squared error [B]) of generated images ``x`` whose inputs are ``index``."""
+        if self.stop is not None and self.stop():
+            raise InversionStopped("the inversion was stopped (its caller's deadline passed)")
         target = self.target[index]
         observed = self.degrade(x, index)
         weight = self.degrade.weight(index, x.device)
@@ -599,7 +606,7 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
            prior_weight: float = 1e-3, feature_weight: float = 0.1, wplus: bool | None = None,
            truncation: float | None = None, seed: int = 0, progress: bool = False,
            features: FeatureNet | bool | None = None, tune: int | TuneConfig | None = None,
-           noise_sigma: float | None = None) -> InversionResult:
+           noise_sigma: float | None = None, stop=None) -> InversionResult:
     """Find a class and latent per image whose generated image matches it (see the module docstring).
 
     ``images``: float [N, C, S, S] in [-1, 1] with G's channels, S = G's resolution (``superres``: resolution /
@@ -610,7 +617,8 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
     instead of the image). ``seed`` makes the restarts reproducible. ``features``: the feature loss's network
     (``scalegan.perceptual``); None: the classifier's features when a classifier is given; False: none. ``tune``: tuning
     steps (True: the default 200), or a ``TuneConfig`` (None, False or 0: no tuning): one tuned copy of G per image.
-    ``noise_sigma`` (denoise): the noise's standard deviation on the [0, 1] pixel scale; None: estimated per image. G is
+    ``noise_sigma`` (denoise): the noise's standard deviation on the [0, 1] pixel scale; None: estimated per image.
+    ``stop``: a function asked every step; True ends the work with ``InversionStopped`` (a server's timeout). G is
     not changed."""
     if restarts < 1 or steps < 1 or top_k < 1:
         raise ValueError(f"restarts, steps and top_k must be >= 1, got {restarts}, {steps}, {top_k}")
@@ -622,11 +630,7 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
     if features is None and classifier is not None:
         features = classifier_features(classifier)
     features = features or None
-    if tune is True:
-        tune = TuneConfig(seed=seed)
-    elif isinstance(tune, int) and not isinstance(tune, bool):
-        tune = TuneConfig(steps=tune, seed=seed) if tune else None
-    tune = tune or None
+    tune = _tune_config(tune, seed)
     net = None if features is None else features.net
     with _eval_mode(G), _eval_mode(classifier), frozen(G), frozen(classifier), _eval_mode(net), frozen(net):
         candidates, source = candidate_classes(G, degrade.preview(target).cpu(), classes, D, classifier, top_k,
@@ -636,7 +640,7 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
         wplus = (task == "invert") if wplus is None else wplus
         settings = _Settings(steps, lr or 0.05 * w_scale, prior_weight, w_space, w_scale,
                              steps - steps // 4 if (w_space and wplus) else None, truncation, progress)
-        loss_fn = _Loss(degrade, target, features, feature_weight)
+        loss_fn = _Loss(degrade, target, features, feature_weight, stop)
         n = len(target)
         in_z = w_space and candidates is not None and candidates.shape[1] > 1  # decide the class in z + class
         first = _first_batch(G, candidates, n, restarts, generator, w_space and not in_z)
@@ -673,6 +677,15 @@ def invert(G, images: torch.Tensor, *, classes=None, D: nn.Module | None = None,
                            per_image, source, task, features.name if features is not None else "none", generators,
                            searched.cpu() if tune is not None else None, tune_settings(G, tune) if tune is not None
                            else None, degrade.noise_sigma, sigma_source, before)
+
+
+def _tune_config(tune, seed: int) -> TuneConfig | None:
+    """``invert``'s ``tune`` argument as a ``TuneConfig`` (True: the defaults; an int: that many steps) or None."""
+    if tune is True:
+        return TuneConfig(seed=seed)
+    if isinstance(tune, int) and not isinstance(tune, bool):
+        return TuneConfig(steps=tune, seed=seed) if tune else None
+    return tune or None
 
 
 def _tune_each(G, latents: torch.Tensor, batch: _Batch, loss_fn: _Loss, settings: _Settings, config: TuneConfig,

@@ -237,6 +237,19 @@ def test_busy_is_429_and_slow_is_504_and_nothing_is_written(loaded, monkeypatch,
     assert {f for f in os.listdir(tempfile.gettempdir()) if f not in temp_before and "scalegan" in f} == set()
 
 
+def test_a_timed_out_search_stops_and_frees_its_slot(loaded):
+    """The 504 does not leave the search running: it stops at its next step (invert's stop hook)."""
+    with TestClient(create_app(loaded, ServeSettings(invert_steps=10**6, invert_restarts=1,
+                                                     invert_timeout=0.5))) as c:
+        start = time.perf_counter()
+        error(c.post("/v1/invert", json={"image": b64(png(photo())), "class": 1}), 504, "--invert-timeout")
+        for _ in range(100):
+            if c.app.state.server.inversions == 0:
+                break
+            time.sleep(0.02)
+        assert c.app.state.server.inversions == 0 and time.perf_counter() - start < 3
+
+
 # --------------------------------------------------------------------------------------------- edit
 def test_edit_moves_along_directions_and_towards_a_class(client, loaded, monkeypatch):
     """BigGAN morphs by soft labels; StyleGAN2's W moves by the difference of the class centres, which an untrained

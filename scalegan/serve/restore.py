@@ -5,8 +5,8 @@ another class, ``scalegan.edit``).
 Uploads are base64 in a JSON body, decoded in memory (nothing is written to disk) and checked before the pixels
 are decoded: the header's width x height against ``max_pixels`` (a decompression bomb is a 413), then the
 decode itself (a non-image or a truncated file is a 422). An inversion runs in a worker thread, at most
-``max_inversions`` at a time (beyond: 429), answered 504 after ``invert_timeout`` seconds (the thread then finishes
-and frees its slot; its result is dropped). Edits render through the batcher like every other image; a tuned
+``max_inversions`` at a time (beyond: 429), answered 504 after ``invert_timeout`` seconds (the search stops at its
+next step and frees its slot). Edits render through the batcher like every other image; a tuned
 restoration's generator is kept (the last ``TUNED_KEPT``, under an unguessable token the response carries) so its
 edits start from the restored image, not from the untuned generator's rendering of the same latent.
 """
@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import io
+import math
 import secrets
 import time
 import warnings
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..data.folder import to_mode
 from ..edit import class_step, directions, latent_space
 from ..family import latent_shape, w_shape
-from ..invert import TASKS, invert
+from ..invert import TASKS, InversionStopped, invert
 from ..latents import latents_bytes
 from ..media import encode_image, fit_input, known_mask
 from ..sampling import render
@@ -148,12 +149,15 @@ def _inputs(served: ServedModel, body: InvertRequest, max_pixels: int):
     return x, mask, classes
 
 
-def _run_invert(served: ServedModel, body: InvertRequest, x, mask, classes, steps: int, restarts: int) -> dict:
-    """The inversion itself (a worker thread): the result as the response's fields."""
+def _run_invert(served: ServedModel, body: InvertRequest, x, mask, classes, steps: int, restarts: int,
+                timeout: float = math.inf) -> dict:
+    """The inversion itself (a worker thread): the result as the response's fields. Past ``timeout`` seconds it
+    stops at its next step (``InversionStopped``), so a request answered 504 frees its slot at once."""
     start = time.perf_counter()
     result = invert(served.G, x, classes=classes, task=body.task, mask=mask, factor=body.factor, restarts=restarts,
                     steps=steps, top_k=2, max_classes=MAX_CLASSES, seed=body.seed, features=False,
-                    tune=body.tune or None, noise_sigma=body.noise_sigma)
+                    tune=body.tune or None, noise_sigma=body.noise_sigma,
+                    stop=lambda: time.perf_counter() - start > timeout)
     y = None if result.y is None else int(result.y[0])
     names = served.info.class_names
     return {"model": served.name, "task": body.task, "class": y,
@@ -182,11 +186,11 @@ async def invert_route(server, body: InvertRequest):
     server.inversions += 1
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(None, _run_invert, served, body, x, mask, classes, settings.invert_steps,
-                                  settings.invert_restarts)
-    future.add_done_callback(lambda _: setattr(server, "inversions", server.inversions - 1))
+                                  settings.invert_restarts, settings.invert_timeout)
+    future.add_done_callback(lambda f: _release(server, f))
     try:
         out = await asyncio.wait_for(asyncio.shield(future), settings.invert_timeout)
-    except asyncio.TimeoutError:
+    except (asyncio.TimeoutError, InversionStopped):
         raise RequestError(f"the inversion did not finish within {settings.invert_timeout:g} s (--invert-timeout): "
                            "ask for fewer tuning steps or retry when the server is idle", None, 504) from None
     except ValueError as e:
@@ -200,6 +204,13 @@ async def invert_route(server, body: InvertRequest):
     content, media = await asyncio.to_thread(_encode_invert, body.format, out)
     return Response(content, media_type=media,
                     headers={"Content-Disposition": f'inline; filename="{served.name}-{body.task}.{body.format}"'})
+
+
+def _release(server, future) -> None:
+    """An inversion ended (done, failed or stopped): free its slot; its error, if any, is the request's or moot."""
+    server.inversions -= 1
+    if not future.cancelled():
+        future.exception()  # retrieved: a stopped search after its 504 is no error to log
 
 
 def _encode_invert(fmt: str, out: dict) -> tuple[bytes, str]:
