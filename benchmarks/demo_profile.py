@@ -129,13 +129,13 @@ def conv_flops_per_iteration(cfg: TrainConfig) -> tuple[int, int]:
     return (counts[1][0] - counts[0][0]) // 2, (counts[1][1] - counts[0][1]) // 2
 
 
-def conv_peak(reps: int = 5) -> float:
+def conv_peak(reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
     """GFLOP/s of the demo's largest convolution shape at a larger batch (3x3, 128 -> 128 channels, 16 px,
-    batch 64, channels_last, float32): what this CPU's oneDNN reaches on such a layer."""
+    batch 64, channels_last, ``dtype``): what this CPU's oneDNN reaches on such a layer."""
     import torch.nn.functional as F
 
-    x = torch.randn(64, 128, 16, 16).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(128, 128, 3, 3).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(64, 128, 16, 16, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(128, 128, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
     F.conv2d(x, w, padding=1)
     best = float("inf")
     for _ in range(reps):
@@ -159,6 +159,7 @@ def main() -> None:
                                       tensorboard=False, precision=args.precision, seed=0)
         conv_flops, flops = conv_flops_per_iteration(cfg)
         peak = conv_peak()
+        peak_bf16 = conv_peak(dtype=torch.bfloat16) if bf16_supported("cpu") and args.precision != "float32" else None
         timed = {"iteration": 0, "warmup": args.warmup, "n": args.iterations, "starts": []}
         with labels(timed):  # the same loop unprofiled: its seconds per iteration
             train(dataclasses.replace(cfg, out_dir=out + "/plain"))
@@ -184,6 +185,7 @@ def main() -> None:
           "share": {k: round(v / max(window, 1e-9) * args.iterations / 1e3, 3) for k, v in per_it.items()},
           "gflop_per_iteration": round(flops / 1e9, 3), "conv_gflop_per_iteration": round(conv_flops / 1e9, 3),
           "conv_gflops_achieved": round(conv_flops / 1e9 / max(conv_s, 1e-9), 1), "conv_peak_gflops": round(peak, 1),
+          "conv_peak_gflops_bf16": peak_bf16 and round(peak_bf16, 1),
           "overall_gflops_unprofiled": round(flops / 1e9 / plain, 1), "threads": args.threads,
           "cpu_kind": describe_cpu(), "machine": machine("cpu"), "date": date.today().isoformat(),
           "note": "the profiler adds overhead per op: compare categories, not absolute speed with the unprofiled loop"})
