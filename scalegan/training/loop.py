@@ -460,7 +460,10 @@ class Run:
             betas = (optim.beta1, optim.beta2) if ratio == 1 else (optim.beta1 ** ratio, optim.beta2 ** ratio)
             self.base_lr[name] = lr if ratio == 1 else lr * ratio
             params = [p for p in trainable_parameters(net) if id(p) not in self.frozen]
-            optimizers[name] = torch.optim.Adam(params, self.base_lr[name], betas=betas, eps=optim.adam_eps)
+            # fused: one kernel for every tensor's update (CPU and CUDA), ~3x faster than the default per-tensor
+            # loop on the demo's networks (benchmarks/demo_profile.py: Adam 1.5 + 1.2 -> 0.5 + 0.4 ms a step)
+            optimizers[name] = torch.optim.Adam(params, self.base_lr[name], betas=betas, eps=optim.adam_eps,
+                                                fused=self.device.type in ("cpu", "cuda"))
             scalers[name] = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         return optimizers, scalers
 
