@@ -103,3 +103,22 @@ def wait_until_healthy(server, port: int, timeout: float, output) -> None:
             time.sleep(0.2)
     server.terminate()
     raise RuntimeError(f"the server did not answer /health within {timeout:.0f} s")
+
+
+def conv_peak(dtype, channels: int, size: int, batch: int, reps: int = 5) -> float:
+    """GFLOP/s of a 3x3 convolution, ``channels`` -> ``channels`` at ``size`` px, ``batch`` images, channels_last,
+    ``dtype`` (the best of ``reps``): what this CPU's oneDNN reaches on such a layer."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.randn(batch, channels, size, size, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(channels, channels, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    F.conv2d(x, w, padding=1)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        F.conv2d(x, w, padding=1)
+        best = min(best, time.perf_counter() - t)
+    return 2 * 9 * channels * channels * size * size * batch / best / 1e9

@@ -27,7 +27,7 @@ import time
 from datetime import date
 
 import torch
-from common import emit, log, machine
+from common import conv_peak, emit, log, machine
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from scalegan.hardware import bf16_supported, describe_cpu
@@ -129,22 +129,6 @@ def conv_flops_per_iteration(cfg: TrainConfig) -> tuple[int, int]:
     return (counts[1][0] - counts[0][0]) // 2, (counts[1][1] - counts[0][1]) // 2
 
 
-def conv_peak(reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
-    """GFLOP/s of the demo's largest convolution shape at a larger batch (3x3, 128 -> 128 channels, 16 px,
-    batch 64, channels_last, ``dtype``): what this CPU's oneDNN reaches on such a layer."""
-    import torch.nn.functional as F
-
-    x = torch.randn(64, 128, 16, 16, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(128, 128, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    F.conv2d(x, w, padding=1)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        F.conv2d(x, w, padding=1)
-        best = min(best, time.perf_counter() - t)
-    return 2 * 9 * 128 * 128 * 16 * 16 * 64 / best / 1e9
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iterations", type=int, default=60)
@@ -158,8 +142,10 @@ def main() -> None:
                                       time_budget=0.0, sample_every=0, ckpt_every=0, progress=False,
                                       tensorboard=False, precision=args.precision, seed=0)
         conv_flops, flops = conv_flops_per_iteration(cfg)
-        peak = conv_peak()
-        peak_bf16 = conv_peak(dtype=torch.bfloat16) if bf16_supported("cpu") and args.precision != "float32" else None
+        # The demo's largest convolution shape at a larger batch: 3x3, 128 -> 128 channels, 16 px, batch 64.
+        peak = conv_peak(torch.float32, 128, 16, 64)
+        bf16 = bf16_supported("cpu") and args.precision != "float32"
+        peak_bf16 = conv_peak(torch.bfloat16, 128, 16, 64) if bf16 else None
         timed = {"iteration": 0, "warmup": args.warmup, "n": args.iterations, "starts": []}
         with labels(timed):  # the same loop unprofiled: its seconds per iteration
             train(dataclasses.replace(cfg, out_dir=out + "/plain"))

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import bf16_skipped, emit, log, machine
+from common import conv_peak as common_conv_peak
 from torch.utils.flop_counter import FlopCounterMode
 
 from scalegan.hardware import bf16_supported, describe_cpu
@@ -68,17 +69,7 @@ def matmul_peak(dtype: torch.dtype, size: int = 4096, reps: int = 5) -> float:
 def conv_peak(dtype: torch.dtype, reps: int = 5) -> float:
     """GFLOP/s of a 3x3 conv, 256 -> 256 channels at 32x32, batch 50, channels_last (the biggest layer of biggan-32;
     oneDNN, which runs the convolutions, can beat the BLAS behind matmul, e.g. on AMD CPUs)."""
-    import torch.nn.functional as F
-
-    x = torch.randn(50, 256, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(256, 256, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    F.conv2d(x, w, padding=1)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        F.conv2d(x, w, padding=1)
-        best = min(best, time.perf_counter() - t)
-    return 2 * 9 * 256 * 256 * 32 * 32 * 50 / best / 1e9
+    return common_conv_peak(dtype, 256, 32, 50, reps)
 
 
 class RandomBatches:

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import io
+import json
 import math
 import secrets
 import time
@@ -220,8 +221,6 @@ def _encode_invert(fmt: str, out: dict) -> tuple[bytes, str]:
         return encode_image(to_hwc(image[None])[0]), "image/png"
     if fmt == "npz":
         return npz, "application/x-npz"
-    import json
-
     body = {**out, "image": _png(image), "input": _png(out.pop("input")), "latents": latents[0].tolist(),
             "latents_npz": base64.b64encode(npz).decode()}
     return json.dumps(body).encode(), "application/json"
@@ -300,8 +299,6 @@ async def edit_route(server, body: EditRequest):
     png = await asyncio.to_thread(encode_image, images[0].permute(1, 2, 0).numpy())
     if body.format == "png":
         return Response(png, media_type="image/png")
-    import json
-
     return Response(json.dumps({"model": served.name, "image": "data:image/png;base64," +
                                 base64.b64encode(png).decode(), "latents": latents[0].tolist(),
                                 "directions": len(vectors)}).encode(), media_type="application/json")
