@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..data.folder import to_mode
 from ..edit import class_step, directions, latent_space
 from ..family import latent_shape, w_shape
-from ..invert import TASKS, InversionStopped, invert
+from ..invert import TASKS, Degradation, InversionStopped, invert
 from ..latents import latents_bytes
 from ..media import encode_image, fit_input, known_mask
 from ..sampling import render
@@ -121,12 +121,11 @@ def _png(image: torch.Tensor) -> str:
 def _inputs(served: ServedModel, body: InvertRequest, max_pixels: int):
     """(input [1, C, S, S], mask [1, 1, R, R] or None, candidate classes or None) of a request; 4xx when bad."""
     cfg = served.G.config
-    if body.task == "colorize" and cfg.img_channels != 3:
-        raise RequestError(f"model {served.name!r} is grey: task colorize needs an RGB model", "task")
-    if body.task == "superres" and cfg.resolution % body.factor:
-        raise RequestError(f"factor {body.factor} must divide the model's resolution {cfg.resolution}", "factor")
-    if body.noise_sigma is not None and body.task != "denoise":
-        raise RequestError("noise_sigma applies to task denoise only", "noise_sigma")
+    try:  # the task's own checks (an RGB model for colorize, the factor, noise_sigma), before anything is decoded
+        Degradation("invert" if body.task == "inpaint" else body.task, cfg.resolution, None, body.factor,
+                    cfg.img_channels, body.noise_sigma)
+    except ValueError as e:
+        raise RequestError(str(e), "task") from None
     if (body.mask is None) == (body.task == "inpaint"):
         raise RequestError("task inpaint needs a mask (white = known pixel)" if body.mask is None else
                            "mask applies to task inpaint only", "mask")
