@@ -4,6 +4,7 @@ category, and convolution GFLOP/s against a convolution peak measured in the sam
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \\
         python benchmarks/demo_profile.py [--iterations 60] [--warmup 10] [--precision float32] [--threads 2]
+    python benchmarks/demo_profile.py --cost-only --label attn --set g_attn=[16] --set d_attn=[16]  # an arm's cost
 
 Categories (each op's self time goes to its nearest labelled ancestor): ``conv forward`` (``aten::convolution``
 outside the backward), ``conv backward`` (``ConvolutionBackward``), ``matmul`` (linear layers, forward and
@@ -30,6 +31,7 @@ import torch
 from common import conv_peak, emit, log, machine
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from scalegan.cli import parse_overrides
 from scalegan.hardware import bf16_supported, describe_cpu
 from scalegan.layers import SpectralNorm
 from scalegan.training import loop as loop_module
@@ -129,28 +131,49 @@ def conv_flops_per_iteration(cfg: TrainConfig) -> tuple[int, int]:
     return (counts[1][0] - counts[0][0]) // 2, (counts[1][1] - counts[0][1]) // 2
 
 
+def unprofiled_seconds(cfg: TrainConfig, out: str, args) -> float:
+    """Seconds per iteration of the loop without the profiler (its labels only count iterations)."""
+    timed = {"iteration": 0, "warmup": args.warmup, "n": args.iterations, "starts": []}
+    with labels(timed):
+        train(dataclasses.replace(cfg, out_dir=out + "/plain"))
+    starts = timed["starts"][args.warmup:args.warmup + args.iterations + 1]
+    return (starts[-1] - starts[0]) / (len(starts) - 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iterations", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--precision", default="float32", help="float32 (the AVX2 path) or auto")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="biggan-fmnist", help="preset (default: the demo's)")
+    ap.add_argument("--train", action="append", metavar="KEY=VALUE", help="training config value (repeatable)")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config value (repeatable)")
+    ap.add_argument("--cost-only", action="store_true",
+                    help="only the unprofiled seconds per iteration and FLOPs (the cost of an A/B arm)")
+    ap.add_argument("--label", default="", help="a name for this configuration in the JSON line")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig.from_preset("biggan-fmnist", out_dir=out, iterations=args.warmup + args.iterations + 1,
-                                      time_budget=0.0, sample_every=0, ckpt_every=0, progress=False,
-                                      tensorboard=False, precision=args.precision, seed=0)
+        cfg = TrainConfig.from_preset(
+            args.model, **{**parse_overrides(args.train), "out_dir": out, "progress": False, "tensorboard": False,
+                           "iterations": args.warmup + args.iterations + 1, "time_budget": 0.0, "sample_every": 0,
+                           "ckpt_every": 0, "precision": args.precision, "seed": 0},
+            model_overrides=parse_overrides(args.set))
         conv_flops, flops = conv_flops_per_iteration(cfg)
+        if args.cost_only:
+            plain = unprofiled_seconds(cfg, out, args)
+            emit({"bench": "demo_cost", "label": args.label, "model": args.model, "train": args.train or [],
+                  "set": args.set or [], "precision": args.precision, "threads": args.threads,
+                  "ms_per_iteration": round(plain * 1e3, 1), "gflop_per_iteration": round(flops / 1e9, 3),
+                  "conv_gflop_per_iteration": round(conv_flops / 1e9, 3), "cpu_kind": describe_cpu(),
+                  "machine": machine("cpu"), "date": date.today().isoformat()})
+            return
         # The demo's largest convolution shape at a larger batch: 3x3, 128 -> 128 channels, 16 px, batch 64.
         peak = conv_peak(torch.float32, 128, 16, 64)
         bf16 = bf16_supported("cpu") and args.precision != "float32"
         peak_bf16 = conv_peak(torch.bfloat16, 128, 16, 64) if bf16 else None
-        timed = {"iteration": 0, "warmup": args.warmup, "n": args.iterations, "starts": []}
-        with labels(timed):  # the same loop unprofiled: its seconds per iteration
-            train(dataclasses.replace(cfg, out_dir=out + "/plain"))
-        starts = timed["starts"][args.warmup:args.warmup + args.iterations + 1]
-        plain = (starts[-1] - starts[0]) / (len(starts) - 1)
+        plain = unprofiled_seconds(cfg, out, args)
         state = {"iteration": 0, "warmup": args.warmup, "n": args.iterations, "starts": []}
         log(f"profiling {args.iterations} iterations after {args.warmup} warm-up ({args.precision})")
         with profile(activities=[ProfilerActivity.CPU]) as prof, labels(state):

@@ -8,6 +8,18 @@ import torch
 from torch import nn
 
 
+def r1_loss(D: nn.Module, x: torch.Tensor, y: torch.Tensor | None, gamma: float,
+            augment=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """R1 (Mescheder et al. 2018): ``gamma / 2`` times the squared gradient of D's output with respect to real
+    images ``x`` (through ``augment`` when given). Returns (the loss, the per-image penalty's mean, detached); the
+    loss keeps D's logits in the graph (times 0) so every D parameter is part of the backward."""
+    x = x.detach().requires_grad_(True)
+    logits = D(augment(x) if augment is not None else x, y).float()
+    grads, = torch.autograd.grad(logits.sum(), x, create_graph=True)
+    penalty = grads.square().sum(dim=[1, 2, 3])
+    return (logits * 0 + penalty * (gamma / 2)).mean(), penalty.mean().detach()
+
+
 def orthogonal_penalty(module: nn.Module, beta: float, exclude: Iterable[torch.Tensor] = ()) -> torch.Tensor:
     """BigGAN's orthogonal regularization ``beta * sum_W ||W W^T * (1 - I)||_F^2`` (paper, section 3.1).
 

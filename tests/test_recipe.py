@@ -136,3 +136,77 @@ def test_pyramid_widths():
     assert sum(p.numel() for p in G.parameters()) < sum(p.numel() for p in flat.parameters())
     with pytest.raises(ValueError, match="g_mult needs 3 positive multipliers"):
         create_model("biggan-fmnist", g_mult=(4, 2))
+
+
+def test_learning_rate_schedules_by_hand():
+    from scalegan.training.config import OptimConfig
+
+    assert OptimConfig().factor(0.7) == 1.0  # constant
+    linear, cosine = OptimConfig(schedule="linear", final=0.2), OptimConfig(schedule="cosine", final=0.2)
+    assert [linear.factor(t) for t in (0, 0.5, 1, 2)] == pytest.approx([1.0, 0.6, 0.2, 0.2])
+    assert [cosine.factor(t) for t in (0, 0.5, 1)] == pytest.approx([1.0, 0.6, 0.2])
+    assert cosine.factor(0.25) == pytest.approx(0.2 + 0.8 * 0.5 * (1 + 2 ** -0.5))
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        OptimConfig(schedule="step").validate()
+
+
+def test_learning_rate_schedule_in_training_resumes_exactly(tiny_npz, tmp_path, monkeypatch):
+    from scalegan.training import loop
+
+    kw = dict(lr_schedule="linear", lr_final=0.0, lr_horizon=4, n_d_steps=1)
+    seen = []
+    monkeypatch.setattr(loop.Run, "_update_ema", lambda self: seen.append(
+        (self.step, self.optimizers["G"].param_groups[0]["lr"], self.optimizers["D"].param_groups[0]["lr"])))
+    train(tiny_config(tiny_npz, tmp_path / "full", iterations=4, **kw))
+    # Set before each iteration from the steps done: 1, 3/4, 1/2, 1/4 of the preset's rates (4e-4, 8e-4).
+    assert [s for s, _, _ in seen] == [1, 2, 3, 4]
+    assert [g for _, g, _ in seen] == pytest.approx([4e-4, 3e-4, 2e-4, 1e-4])
+    assert [d for _, _, d in seen] == pytest.approx([8e-4, 6e-4, 4e-4, 2e-4])
+    monkeypatch.undo()
+    train(tiny_config(tiny_npz, tmp_path / "full2", iterations=4, **kw))
+    train(tiny_config(tiny_npz, tmp_path / "split", iterations=2, **kw))
+    train(tiny_config(tiny_npz, tmp_path / "split", iterations=4, resume=True, **kw))
+    a, b = latest_weights(tmp_path / "full2", "G"), latest_weights(tmp_path / "split", "G")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(tiny_config(tiny_npz, tmp_path / "constant", iterations=4, n_d_steps=1))
+    c = latest_weights(tmp_path / "constant", "G")
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # the schedule changed the run
+
+
+def test_biggan_r1_is_a_lazy_d_phase_with_the_penalty_by_hand(tiny_npz, tmp_path):
+    import json
+
+    from scalegan.regularizers import r1_loss
+
+    D = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 1))
+    x = torch.randn(3, 1, 2, 2)
+    loss, penalty = r1_loss(lambda images, y: D(images), x, None, gamma=4.0)
+    # D is linear: the gradient with respect to every image is D's weight; gamma / 2 * |w|^2.
+    assert loss.item() == pytest.approx(2.0 * D[1].weight.square().sum().item(), rel=1e-5)
+    assert penalty.item() == pytest.approx(D[1].weight.square().sum().item(), rel=1e-5)
+    run = tmp_path / "r1"
+    train(tiny_config(tiny_npz, run, iterations=4, n_d_steps=1, r1_gamma=0.1, d_reg_interval=2, log_every=1))
+    lines = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    r1 = [line["step"] for line in lines if "r1_penalty" in line]
+    assert r1 == [1, 3]  # the phase runs at steps 0 and 2 (logged after them as 1 and 3)
+    from scalegan.objectives.biggan import BigGANObjectiveConfig
+
+    with pytest.raises(ValueError, match="r1_gamma must be >= 0"):
+        BigGANObjectiveConfig(r1_gamma=-1.0)
+
+
+def test_ema_update_averages_floats_and_copies_the_rest():
+    from scalegan.training.ema import ema_update
+
+    model, ema = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+        model.running_mean.fill_(4.0)
+        model.num_batches_tracked.fill_(7)
+    ema_update(ema, model, beta=0.75)
+    assert torch.allclose(ema.weight, torch.full((3,), 0.75 * 1 + 0.25 * 2))
+    assert torch.allclose(ema.running_mean, torch.full((3,), 0.25 * 4))
+    assert ema.num_batches_tracked.item() == 7  # integers are copied
+    ema_update(ema, model, beta=0.5, buffers="copy")
+    assert torch.allclose(ema.running_mean, torch.full((3,), 4.0)) and torch.allclose(ema.weight,
+                                                                                      torch.full((3,), 1.625))

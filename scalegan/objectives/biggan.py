@@ -13,7 +13,7 @@ from torch import nn
 from ..latents import sample_z
 from ..layers import SpectralNorm, batch_norms, set_cross_replica_bn
 from ..losses import LOSSES
-from ..regularizers import LeCam, class_embeddings, orthogonal_penalty
+from ..regularizers import LeCam, class_embeddings, orthogonal_penalty, r1_loss
 from ..sampling import draw
 from . import Context, Draw, Nets, Objective, Phase, logit_stats
 
@@ -33,6 +33,9 @@ class BigGANObjectiveConfig:
     d_ortho: float = _f(0.0, "orthogonal regularization strength for D; 0 = off")
     lecam: float = _f(0.0, "LeCam regularisation weight for D (Tseng et al. 2021; e.g. 0.3); 0 = off")
     lecam_decay: float = _f(0.99, "decay of LeCam's moving anchors of D's real and fake outputs")
+    r1_gamma: float = _f(0.0, "R1 regularisation of D (gamma / 2 * |grad D(x)|^2 on reals), a lazy phase every "
+                         "--d-reg-interval iterations; 0 = off (BigGAN has none)")
+    d_reg_interval: int = _f(16, "with --r1-gamma: R1 every this many iterations")
     standing_stats: int = _f(0, "before saving the sampling generator, recompute its BN statistics over this many "
                              "generated batches; 0 = off")
     sync_bn: bool = _f(True, "under torchrun: cross-replica batch norm in G (statistics of the global batch, as the "
@@ -47,6 +50,8 @@ class BigGANObjectiveConfig:
             raise ValueError("g_ortho, d_ortho and standing_stats must be >= 0")
         if self.lecam < 0 or not 0 <= self.lecam_decay < 1:
             raise ValueError("lecam must be >= 0 and lecam_decay in [0, 1)")
+        if self.r1_gamma < 0 or self.d_reg_interval < 1:
+            raise ValueError("r1_gamma must be >= 0 and d_reg_interval >= 1")
 
 
 class PowerIterationPerStep:
@@ -80,6 +85,8 @@ class BigGANObjective(Objective):
     def __init__(self, config: BigGANObjectiveConfig, nets: Nets, ctx: Context):
         super().__init__(config, nets, ctx)
         self.phases = (Phase("D", "D", repeat=config.n_d_steps), Phase("G", "G"))
+        if config.r1_gamma:
+            self.phases += (Phase("Dreg", "D", interval=config.d_reg_interval),)
         self.d_loss, self.g_loss = LOSSES[config.loss]
         self.lecam = LeCam(config.lecam, config.lecam_decay) if config.lecam else None
         accumulate = ctx.accumulation > 1
@@ -91,6 +98,10 @@ class BigGANObjective(Objective):
 
     def loss(self, phase: Phase, micro_batch: int, draw: Draw):
         self.power_iteration[phase.network].micro_batch(micro_batch)
+        if phase.name == "Dreg":  # in float32, as StyleGAN2's R1 phase
+            x, y = draw.real()
+            loss, penalty = r1_loss(self.nets.D_train, x, y, self.config.r1_gamma, self.ctx.augment)
+            return loss, {"r1_penalty": penalty}
         return self._d_loss(draw) if phase.network == "D" else self._g_loss(draw)
 
     def _d_loss(self, draw: Draw):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..regularizers import LeCam
+from ..regularizers import LeCam, r1_loss
 from . import Context, Draw, Nets, Objective, Phase, logit_stats
 
 
@@ -138,12 +138,8 @@ class StyleGAN2Objective(Objective):
     def _d_reg(self, draw: Draw):
         """R1: gamma / 2 times the squared gradient of D's output with respect to real images."""
         x, y = draw.real()
-        x = x.detach().requires_grad_(True)
-        logits = self.nets.D_train(self._augment(x), y).float()
-        grads, = torch.autograd.grad(logits.sum(), x, create_graph=True)
-        penalty = grads.square().sum(dim=[1, 2, 3])
-        loss = (logits * 0 + penalty * (self.config.r1_gamma / 2)).mean()
-        return loss, {"r1_penalty": penalty.mean().detach()}
+        loss, penalty = r1_loss(self.nets.D_train, x, y, self.config.r1_gamma, self.ctx.augment)
+        return loss, {"r1_penalty": penalty}
 
     def state_dict(self) -> dict:
         return {"pl_mean": self.pl_mean.detach().cpu().clone(),

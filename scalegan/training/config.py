@@ -9,6 +9,7 @@ where its name in the section differs: ``ema.enabled`` is ``--ema``, ``augment.p
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from ..augment import parse_policy
@@ -39,6 +40,13 @@ class OptimConfig:
     beta1: float = _f(0.0, "Adam beta1")
     beta2: float = _f(0.999, "Adam beta2")
     adam_eps: float = _f(1e-6, "Adam epsilon")
+    schedule: str = _f("constant", "learning-rate schedule: constant, linear or cosine (both decay from the full "
+                       "rates to --lr-final times them over the run: its iterations or its time budget, whichever "
+                       "ends first, or --lr-horizon iterations)", key="lr_schedule")
+    final: float = _f(0.1, "with --lr-schedule linear/cosine: the rates' factor at the end", key="lr_final")
+    horizon: int = _f(0, "with --lr-schedule linear/cosine: iterations over which the rates decay; 0 = the run's "
+                      "end (--iterations, or --time-budget by training time, whichever comes first)",
+                      key="lr_horizon")
 
     def validate(self) -> None:
         for name in ("lr_g", "lr_d", "adam_eps"):
@@ -46,6 +54,22 @@ class OptimConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError("beta1 and beta2 must be in [0, 1)")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 <= self.final <= 1 or self.horizon < 0:
+            raise ValueError(f"lr_final must be in [0, 1] and lr_horizon >= 0, got {self.final}, {self.horizon}")
+
+    def factor(self, progress: float) -> float:
+        """The learning rates' factor at ``progress`` (0 = start, 1 = end of the schedule)."""
+        t = min(max(progress, 0.0), 1.0)
+        if self.schedule == "linear":
+            return 1 - (1 - self.final) * t
+        if self.schedule == "cosine":
+            return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * t))
+        return 1.0
+
+
+SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass

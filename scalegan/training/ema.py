@@ -16,12 +16,16 @@ def ema_update(ema: nn.Module, model: nn.Module, beta: float, buffers: str = "av
         raise ValueError(f"buffers must be 'average' or 'copy', got {buffers!r}")
     model_state = model.state_dict()
     copied = {name for name, _ in ema.named_buffers()} if buffers == "copy" else set()
+    averaged: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
     for name, e in ema.state_dict().items():
         m = model_state[name]
         if e.is_floating_point() and beta > 0 and name not in copied:
-            e.lerp_(m.to(e.dtype), 1 - beta)
+            averaged[0].append(e)
+            averaged[1].append(m.to(e.dtype))
         else:
             e.copy_(m)
+    if averaged[0]:
+        torch._foreach_lerp_(*averaged, 1 - beta)  # one multi-tensor kernel instead of one lerp per tensor
 
 
 def ema_beta(step: int, batch_images: int, *, decay: float = 0.999, start: int = 0, halflife_kimg: float = 0.0,

@@ -261,11 +261,14 @@ def phase_step(objective, phase: Phase, optimizer: torch.optim.Optimizer, scaler
         scaler.scale(penalty).backward()
         losses.append(penalty.detach().float().reshape(()))
     weights = [p.detach() for group in optimizer.param_groups for p in group["params"]]  # views: they follow the step
-    _check_finite(phase, optimizer, scaler, losses, weights)
+    # The weights before a step are the weights the previous step of this optimizer left and checked (nothing else
+    # writes them between steps; a rollback makes new optimizers), so only an optimizer's first step checks them.
+    _check_finite(phase, optimizer, scaler, losses, [] if getattr(optimizer, "_weights_finite", False) else weights)
     scaler.step(optimizer)
     scaler.update()
     if any_rank(~_finite(weights)):
         raise Diverged(phase.name, f"weights of {phase.network} (after the step)")
+    optimizer._weights_finite = True
     return {key: torch.stack(values).mean() for key, values in logged.items()}
 
 
@@ -281,15 +284,16 @@ def _finite(tensors: list[torch.Tensor]) -> torch.Tensor:
 def _check_finite(phase: Phase, optimizer, scaler, losses: list[torch.Tensor], weights: list[torch.Tensor]) -> None:
     """Raise ``Diverged`` if a loss, a gradient or a weight of the phase's network is not finite, before the step.
     Under fp16 loss scaling, non-finite gradients are the scaler's business (it skips the step and lowers the
-    scale); a non-finite loss is still divergence."""
+    scale); a non-finite loss is still divergence. One fused norm over all of them; which one failed is worked out
+    only when something did."""
     if scaler.is_enabled():
         scaler.unscale_(optimizer)
         grads = []
     else:
         grads = [p.grad.detach() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    bad = ~torch.stack([_finite(losses), _finite(grads), _finite(weights)])
-    if not any_rank(bad.any()):
+    if not any_rank(~_finite(losses + grads + weights)):
         return
+    bad = ~torch.stack([_finite(losses), _finite(grads), _finite(weights)])
     names = ("loss", "gradient norm", f"weights of {phase.network}")
     raise Diverged(phase.name, names[int(bad.int().argmax())])
 
@@ -399,9 +403,22 @@ class Run:
                 self.scalers[name].load_state_dict(state.get(f"scaler_{name}") or {})
             legacy = {"lecam": state.get("lecam")} if "objective" not in state else None  # 0.1.0 checkpoints
             self.objective.load_state_dict(state.get("objective") or legacy or {})
-        for name, optimizer in self.optimizers.items():  # after rollbacks: the lowered rates
+        self._set_lr()  # after rollbacks: the lowered rates
+
+    def _set_lr(self) -> None:
+        """The optimizers' rates: base rate x rollbacks' factor x the schedule's factor at the run's progress (its
+        iterations or its training time, whichever is further along, or ``lr_horizon`` iterations). Distributed
+        runs go by iterations only: every rank must use the same rates, and their clocks differ."""
+        cfg = self.cfg
+        if cfg.optim.horizon:
+            progress = self.step / cfg.optim.horizon
+        else:
+            timed = cfg.time_budget and not self.info.enabled
+            progress = max(self.step / cfg.iterations, self.elapsed / cfg.time_budget if timed else 0.0)
+        factor = self.guard["lr_scale"] * cfg.optim.factor(progress)
+        for name, optimizer in self.optimizers.items():
             for group in optimizer.param_groups:
-                group["lr"] = self.base_lr[name] * self.guard["lr_scale"]
+                group["lr"] = self.base_lr[name] * factor
 
     def _wrap(self) -> Nets:
         """DDP and compiled wrappers. Buffers (SN vectors, BN statistics) are synced once, at wrapping, then stay
@@ -502,6 +519,8 @@ class Run:
                 # Randomness inside phases (noise inputs, style mixing, regulariser noise) comes from torch's global
                 # generator, seeded per iteration and rank: a resumed run continues exactly; ranks differ.
                 torch.manual_seed(((cfg.seed * 1_000_003 + self.info.rank) * 1_000_003 + self.step) % (2**63 - 1))
+                if cfg.optim.schedule != "constant":
+                    self._set_lr()
                 try:
                     self._phases()
                 except Diverged as e:
