@@ -10,6 +10,8 @@ recall (k = 3: recall falls when samples of a class all look alike) on its featu
     python benchmarks/time_to_quality.py --every-iterations 250 --iterations 1000 --train precision=float32 \
         --label f32     # equal iterations instead of equal time (A/Bs of numerics: precision policies)
     python benchmarks/time_to_quality.py --table benchmarks/results/ttq/*/curve.jsonl --at-step 1000
+    python benchmarks/time_to_quality.py --table ... --costs docs/ab_costs.jsonl --at 310   # arms trained by
+        # iterations side by side, compared at equal wall clock from their costs measured alone (demo_profile.py)
 
 Training runs in chunks of ``--every`` seconds (``time_budget`` k * every, resumed from the previous chunk's
 checkpoint; resuming is exact, so the chunks train what one run would). Only the training steps count as training
@@ -106,24 +108,49 @@ def run(args: argparse.Namespace) -> list[dict]:
     return records
 
 
-def plot(curves: list[Path], png: Path) -> None:
-    """Class consistency and FD against training seconds, one line per curve file."""
+def read_curve(path: Path, costs: dict[str, float] | None = None) -> list[dict]:
+    """A curve's rows; with ``costs`` (arm label -> seconds per iteration) each row gains ``cost_seconds``: its
+    iterations at that speed (equal wall clock for arms trained by iterations, side by side on a shared machine)."""
+    rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+    if costs is not None and rows:
+        label = rows[0]["label"]
+        if label not in costs:
+            raise SystemExit(f"--costs has no line labelled {label!r} (benchmarks/demo_profile.py --cost-only "
+                             f"--label {label} ...)")
+        for r in rows:
+            r["cost_seconds"] = r["step"] * costs[label]
+    return rows
+
+
+def read_costs(path: str | None) -> dict[str, float] | None:
+    """Seconds per iteration by label from ``demo_profile.py --cost-only`` JSON lines (the last line per label)."""
+    if not path:
+        return None
+    lines = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+    return {r["label"]: r["ms_per_iteration"] / 1e3 for r in lines}
+
+
+def plot(curves: list[Path], png: Path, costs: dict[str, float] | None = None) -> None:
+    """Class consistency and FD against training seconds (or, with ``costs``, seconds at the measured speed of
+    each arm), one line per curve file."""
     plt = pyplot()
     if plt is None:
         return
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     title = ""
+    key = "cost_seconds" if costs is not None else "train_seconds"
     for path in curves:
-        rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+        rows = read_curve(path, costs)
         if not rows:
             continue
-        t = [r["train_seconds"] for r in rows]
+        t = [r[key] for r in rows]
         name = f"{rows[0]['label']} s{rows[0]['seed']} ({rows[0]['precision']})"
         a.plot(t, [r["class_consistency"] for r in rows], marker=".", label=name)
         b.plot(t, [r["fd"] for r in rows], marker=".", label=name)
         title = f"{rows[0]['cpu_kind']}: {rows[0]['machine']}"
-    a.set(xlabel="training seconds", ylabel="class consistency", ylim=(0, 1))
-    b.set(xlabel="training seconds", ylabel="FD (classifier features)", yscale="log")
+    xlabel = "seconds at each arm's measured speed" if costs is not None else "training seconds"
+    a.set(xlabel=xlabel, ylabel="class consistency", ylim=(0, 1))
+    b.set(xlabel=xlabel, ylabel="FD (classifier features)", yscale="log")
     a.axhline(0.85, color="grey", lw=0.5)
     b.axhline(15, color="grey", lw=0.5)
     a.legend(fontsize=7)
@@ -132,12 +159,12 @@ def plot(curves: list[Path], png: Path) -> None:
     save_figure(fig, png, dpi=110)
 
 
-def table(curves: list[Path], at: float, key: str = "train_seconds") -> str:
+def table(curves: list[Path], at: float, key: str = "train_seconds", costs: dict[str, float] | None = None) -> str:
     """A markdown table: per label, the seeds' class consistency and FD at the evaluation nearest ``at`` (training
-    seconds, or iterations with ``key="step"``)."""
+    seconds, iterations with ``key="step"``, or seconds at each arm's measured speed with ``key="cost_seconds"``)."""
     arms: dict[str, list[dict]] = {}
     for path in curves:
-        rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+        rows = read_curve(path, costs)
         rows = [r for r in rows if abs(r[key] - at) <= 0.05 * at]  # runs that reached `at`
         if rows:
             arms.setdefault(rows[0]["label"], []).append(min(rows, key=lambda r: abs(r[key] - at)))
@@ -184,15 +211,19 @@ def main() -> int:
     parser.add_argument("--table", nargs="+", metavar="CURVE", help="only print a markdown table of these curves")
     parser.add_argument("--at", type=float, default=400, help="with --table: training seconds to compare at")
     parser.add_argument("--at-step", type=float, help="with --table: compare at this iteration instead")
+    parser.add_argument("--costs", metavar="JSONL", help="with --table/--plot: seconds per iteration of each arm "
+                        "(benchmarks/demo_profile.py --cost-only lines); --at and the plot then go by iterations "
+                        "times that (equal wall clock for arms trained by iterations)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    costs = read_costs(args.costs)
     if args.table:
-        print(table([Path(p) for p in args.table], args.at_step or args.at, "step" if args.at_step else
-                    "train_seconds"))
+        key = "step" if args.at_step else "cost_seconds" if costs is not None else "train_seconds"
+        print(table([Path(p) for p in args.table], args.at_step or args.at, key, costs))
         return 0
     if args.plot:
-        plot([Path(p) for p in args.plot], Path(args.out_png))
+        plot([Path(p) for p in args.plot], Path(args.out_png), costs)
         return 0
     if args.every_iterations:
         if args.iterations < args.every_iterations:

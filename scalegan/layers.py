@@ -42,10 +42,12 @@ class SpectralNorm:
         with island(weight):  # float32 under the family precision scope (and always outside autocast)
             with torch.no_grad():
                 v = F.normalize(self.u.float() @ w_mat, dim=1, eps=self.sn_eps)  # [1, in*k*k]
-                u = F.normalize(v @ w_mat.t(), dim=1, eps=self.sn_eps)  # [1, out]
+            wv = v @ w_mat.t()  # [1, out]; gradient flows through w_mat, as in the paper
+            with torch.no_grad():  # one product serves the power iteration and sigma (bitwise as two)
+                u = F.normalize(wv, dim=1, eps=self.sn_eps)  # [1, out]
                 if self.training:
                     self.u.copy_(u)
-            sv = ((v @ w_mat.t()) @ u.t()).squeeze()  # gradient flows through w_mat, as in the paper
+            sv = (wv @ u.t()).squeeze()
             if self.training:
                 self.sv.copy_(sv.detach())
             return (weight.float() / sv).to(weight.dtype)

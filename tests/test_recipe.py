@@ -138,6 +138,18 @@ def test_pyramid_widths():
         create_model("biggan-fmnist", g_mult=(4, 2))
 
 
+def test_biggan_deep_pyramid_widths():
+    G, D = create_model("biggan-deep-fmnist")
+    ch, d_ch = G.config.ch, D.config.d_ch
+    assert [b.out_ch for b in G.blocks] == [m * ch for m in G.config.g_mult[1:]]
+    assert G.output_bn.num_features == ch and D.input_conv.out_channels == d_ch  # 32 px: the narrowest stage
+    x = G(torch.randn(2, G.config.z_dim), torch.tensor([0, 1]))
+    assert x.shape == (2, 1, 32, 32) and D(x, torch.tensor([0, 1])).shape == (2,)
+    assert D.linear.in_features == D.config.d_mult[-1] * d_ch
+    with pytest.raises(ValueError, match="d_mult needs 8 positive multipliers at 32 px"):
+        create_model("biggan-deep-fmnist", d_mult=(1, 2, 4))
+
+
 def test_learning_rate_schedules_by_hand():
     from scalegan.training.config import OptimConfig
 

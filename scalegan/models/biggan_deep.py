@@ -67,6 +67,11 @@ class BigGANDeepConfig:
     rgb_channels: int = 0  # output conv width before keeping the first img_channels; 0 = img_channels
     g_attn: tuple[int, ...] = (64,)
     d_attn: tuple[int, ...] = (64,)
+    # Channel multipliers of ``ch`` along G and of ``d_ch`` along D (one more than the blocks: G from the 4 px
+    # seed, D from its input conv); empty = BigGAN-deep's (G_MULT / D_MULT). A pyramid puts few channels at the
+    # high resolutions, where the FLOPs are: cheaper steps for small CPU presets.
+    g_mult: tuple[int, ...] = ()
+    d_mult: tuple[int, ...] = ()
     g_se: bool = False
     d_se: bool = False
     bn_eps: float = 1e-4
@@ -84,11 +89,16 @@ class BigGANDeepConfig:
     def __post_init__(self):
         require_positive(self, "resolution", "ch", "d_ch", "z_dim", "bn_eps", "sn_eps",
                          allow_zero=("n_classes", "shared_dim", "rgb_channels"))
-        for name in ("g_attn", "d_attn"):
+        for name in ("g_attn", "d_attn", "g_mult", "d_mult"):
             object.__setattr__(self, name, tuple(int(r) for r in getattr(self, name)))
         check_attention(self)
         if self.resolution not in G_MULT:
             raise ValueError(f"BigGAN-deep resolution {self.resolution} unsupported: use one of {sorted(G_MULT)}")
+        for name, arch in (("g_mult", G_MULT[self.resolution]), ("d_mult", D_MULT[self.resolution])):
+            value = getattr(self, name)
+            if value and (len(value) != len(arch) or min(value) < 1):
+                raise ValueError(f"{name} needs {len(arch)} positive multipliers at {self.resolution} px "
+                                 f"(BigGAN-deep's: {tuple(arch)}), got {value}")
         if self.img_channels not in (1, 3):
             raise ValueError(f"img_channels must be 1 or 3, got {self.img_channels}")
         if self.n_classes < 0:
@@ -188,7 +198,7 @@ class GeneratorDeep(nn.Module):
     def __init__(self, config: BigGANDeepConfig):
         super().__init__()
         self.config = cfg = config
-        mult, ch = G_MULT[cfg.resolution], cfg.ch
+        mult, ch = cfg.g_mult or G_MULT[cfg.resolution], cfg.ch
         # Stored as a Linear weight [shared_dim, n_classes], the layout of the official port's `embeddings`.
         self.embeddings = nn.Linear(cfg.n_classes, cfg.shared_dim, bias=False) if cfg.n_classes else None
         self.linear = SNLinear(cfg.cond_dim, 4 * 4 * mult[0] * ch, sn_eps=cfg.sn_eps)
@@ -243,7 +253,7 @@ class DiscriminatorDeep(nn.Module):
     def __init__(self, config: BigGANDeepConfig):
         super().__init__()
         self.config = cfg = config
-        mult, ch = D_MULT[cfg.resolution], cfg.d_ch
+        mult, ch = cfg.d_mult or D_MULT[cfg.resolution], cfg.d_ch
         self.input_conv = sn_conv(cfg.img_channels, mult[0] * ch, 3, cfg.sn_eps)
         self.blocks = nn.ModuleList()
         self.attention = nn.ModuleDict()
@@ -318,3 +328,18 @@ _DEEP = dict(n_classes=1000, img_channels=3, ch=128, d_ch=128, z_dim=128, shared
 for _res in (128, 256, 512):
     register_preset(f"biggan-deep-{_res}", "biggan-deep", dict(_DEEP, resolution=_res), IMAGENET_TRAIN,
                     f"BigGAN-deep {_res} (TF-Hub / pytorch-pretrained-biggan layout)")
+
+# Small CPU preset for Fashion-MNIST (32x32 grey, 10 classes), BigGAN-deep's counterpart of ``biggan-fmnist``: the
+# same recipe (batch 16, one D step, learning rates 4e-4 / 8e-4, half-life EMA, a 690 s budget) and channel
+# pyramids in G (4/4/2/1 x ch at 4-8/16/32 px) and D (1/2/4/4 x d_ch at 32/16/8/4 px), chosen by time to quality
+# (docs/cpu_recipe.md). BigGAN-deep's ImageNet presets (batch 256 x 8 accumulations) are far too slow on a CPU.
+register_preset(
+    "biggan-deep-fmnist", "biggan-deep",
+    model=dict(resolution=32, n_classes=10, img_channels=1, ch=48, d_ch=48, z_dim=64, shared_dim=64,
+               rgb_channels=0, g_mult=(4, 4, 4, 4, 2, 2, 1, 1), d_mult=(1, 2, 2, 4, 4, 4, 4, 4), g_attn=(),
+               d_attn=(), bn_eps=1e-5, sn_eps=1e-6, init="ortho"),
+    train=dict(batch_size=16, lr_g=4e-4, lr_d=8e-4, adam_eps=1e-6, ema_halflife_kimg=5.0, ema_rampup=0.1,
+               iterations=30000, time_budget=690.0, sample_every=1000, ckpt_every=1000,
+               objective=dict(n_d_steps=1, g_ortho=0.0)),
+    about="small CPU preset for Fashion-MNIST (BigGAN-deep bottleneck blocks)",
+)
