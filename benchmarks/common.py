@@ -108,9 +108,6 @@ def wait_until_healthy(server, port: int, timeout: float, output) -> None:
 def conv_peak(dtype, channels: int, size: int, batch: int, reps: int = 5) -> float:
     """GFLOP/s of a 3x3 convolution, ``channels`` -> ``channels`` at ``size`` px, ``batch`` images, channels_last,
     ``dtype`` (the best of ``reps``): what this CPU's oneDNN reaches on such a layer."""
-    import time
-
-    import torch
     import torch.nn.functional as F
 
     x = torch.randn(batch, channels, size, size, dtype=dtype).contiguous(memory_format=torch.channels_last)

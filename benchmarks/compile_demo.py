@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,8 +74,6 @@ def main() -> None:
         cache = Path(args.cache_dir or Path(tmp) / "inductor")
         for mode in args.modes.split(","):
             if mode == "compile-cold" and cache.exists():
-                import shutil
-
                 shutil.rmtree(cache)
             log(f"{mode}: {args.iterations} iterations")
             emit(run_mode(mode, args, cache, Path(tmp)))

@@ -331,8 +331,9 @@ for _res in (128, 256, 512):
 
 # Small CPU preset for Fashion-MNIST (32x32 grey, 10 classes), BigGAN-deep's counterpart of ``biggan-fmnist``: the
 # same recipe (batch 16, one D step, learning rates 4e-4 / 8e-4, half-life EMA, a 690 s budget) and channel
-# pyramids in G (4/4/2/1 x ch at 4-8/16/32 px) and D (1/2/4/4 x d_ch at 32/16/8/4 px), chosen by time to quality
-# (docs/cpu_recipe.md). BigGAN-deep's ImageNet presets (batch 256 x 8 accumulations) are far too slow on a CPU.
+# pyramids in G (4/4/2/1 x ch at 4-8/16/32 px) and D (1/2/4/4 x d_ch at 32/16/8/4 px) as biggan-fmnist's; not tuned
+# yet (docs/cpu_recipe_round2.md: behind biggan-fmnist at equal wall clock). BigGAN-deep's ImageNet presets (batch
+# 256 x 8 accumulations) are far too slow on a CPU.
 register_preset(
     "biggan-deep-fmnist", "biggan-deep",
     model=dict(resolution=32, n_classes=10, img_channels=1, ch=48, d_ch=48, z_dim=64, shared_dim=64,
