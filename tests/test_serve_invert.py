@@ -38,11 +38,12 @@ FAST = dict(invert_steps=6, invert_restarts=1)
 def loaded(tmp_path_factory):
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("serve_invert")
-    G = scalegan.create_model("biggan-fmnist", ch=8, d_ch=8)[0]
+    # z 64 pinned (the preset's is 128): the latent shapes below are this small model's
+    G = scalegan.create_model("biggan-fmnist", ch=8, d_ch=8, z_dim=64)[0]
     save_generator(G, root / "fmnist", class_names=FMNIST)
     S = scalegan.create_model("stylegan2-fmnist", **tiny_overrides("stylegan2-fmnist"))[0]
     save_generator(S, root / "style", class_names=[f"c{i}" for i in range(5)])
-    C = scalegan.create_model("biggan-fmnist", ch=8, d_ch=8, img_channels=3)[0]
+    C = scalegan.create_model("biggan-fmnist", ch=8, d_ch=8, z_dim=64, img_channels=3)[0]
     save_generator(C, root / "rgb", class_names=FMNIST)
     return {name: scalegan.load(root / name) for name in ("fmnist", "style", "rgb")}
 

@@ -329,11 +329,12 @@ for _res in (128, 256, 512):
     register_preset(f"biggan-deep-{_res}", "biggan-deep", dict(_DEEP, resolution=_res), IMAGENET_TRAIN,
                     f"BigGAN-deep {_res} (TF-Hub / pytorch-pretrained-biggan layout)")
 
-# Small CPU preset for Fashion-MNIST (32x32 grey, 10 classes), BigGAN-deep's counterpart of ``biggan-fmnist``: the
-# same recipe (batch 16, one D step, learning rates 4e-4 / 8e-4, half-life EMA, a 690 s budget) and channel
-# pyramids in G (4/4/2/1 x ch at 4-8/16/32 px) and D (1/2/4/4 x d_ch at 32/16/8/4 px) as biggan-fmnist's; not tuned
-# yet (docs/cpu_recipe_round2.md: behind biggan-fmnist at equal wall clock). BigGAN-deep's ImageNet presets (batch
-# 256 x 8 accumulations) are far too slow on a CPU.
+# Small CPU preset for Fashion-MNIST (32x32 grey, 10 classes), BigGAN-deep's counterpart of ``biggan-fmnist``: batch
+# 16, one D step, learning rates 4e-4 / 8e-4, half-life EMA, a 690 s budget, and channel pyramids in G (4/4/2/1 x ch
+# at 4-8/16/32 px) and D (1/2/4/4 x d_ch at 32/16/8/4 px) as biggan-fmnist's. The best of the deep arms of the A/B
+# at equal wall clock on the AVX2 stand-in (docs/cpu_recipe_round2.md: ch 48 with batch 16 and z 64 ahead of ch 32
+# or 48 with batch 8 and z 128), still behind biggan-fmnist there. BigGAN-deep's ImageNet presets (batch 256 x 8
+# accumulations) are far too slow on a CPU.
 register_preset(
     "biggan-deep-fmnist", "biggan-deep",
     model=dict(resolution=32, n_classes=10, img_channels=1, ch=48, d_ch=48, z_dim=64, shared_dim=64,
