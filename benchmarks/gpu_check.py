@@ -318,6 +318,8 @@ class TorchrunRuns:
         cmd = torchrun_cmd("-m", "scalegan", "train", "--model", sizes.torchrun_model, "--data", f"npz:{data}",
                            "--batch-size", str(sizes.torchrun_batch), "--ema-start", "1", "--log-every", "1",
                            "--sample-every", "0", "--ckpt-every", "0", "--time-budget", "0", "--no-progress",
+                           # A decaying schedule spans N in both the straight and the interrupted run.
+                           "--lr-horizon", str(sizes.torchrun_n),
                            "--no-tensorboard", "--device", self.args.device, *set_flags(sizes.torchrun_set),
                            "--out-dir", str(run), "--iterations", str(iterations), *(["--resume"] if resume else []))
         run_command(cmd, min(self.args.step_timeout, self.report.left()), self.env)

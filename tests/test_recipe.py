@@ -185,6 +185,46 @@ def test_learning_rate_schedule_in_training_resumes_exactly(tiny_npz, tmp_path, 
     assert any(not torch.equal(a[k], c[k]) for k in a)  # the schedule changed the run
 
 
+def test_a_time_budget_fixes_the_decay_horizon_once_and_resume_stays_exact(tiny_npz, tmp_path, monkeypatch):
+    import os
+    import signal
+    import types
+
+    from scalegan.training import loop
+
+    # A clock that advances 0.5 s per reading: every iteration takes 0.5 s of training time, so the 5 s budget
+    # ends the run at step 10. The speed is measured over steps 1-3, and the horizon fixed then: 0.95 x 10 -> 9.
+    clock = iter(range(10**6))
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: 0.5 * next(clock)))
+    monkeypatch.setattr(loop, "HORIZON_WARMUP", 1)
+    monkeypatch.setattr(loop, "HORIZON_SPAN", 2)
+    kw = dict(lr_schedule="linear", lr_final=0.0, n_d_steps=1, time_budget=5.0)
+    seen = []
+    update_ema = loop.Run._update_ema
+    monkeypatch.setattr(loop.Run, "_update_ema", lambda self: (
+        seen.append(self.optimizers["G"].param_groups[0]["lr"]), update_ema(self)))
+    summary = train(tiny_config(tiny_npz, tmp_path / "full", iterations=20, **kw))
+    assert summary["step"] == 10 and summary["lr_horizon"] == 9 and summary["stopped_by"] == {"time_budget": 5.0}
+    # Steps 0-2 at the full rates (nothing measured yet), steps 3-9 decaying over the fixed 9.
+    expected = [1.0] * 3 + [max(1 - s / 9, 0.0) for s in range(3, 10)]
+    assert seen == pytest.approx([4e-4 * f for f in expected])
+    state = torch.load(tmp_path / "full" / "checkpoints" / "step_0000010" / "state.pt", weights_only=True)
+    assert (state["lr_horizon"], state["lr_horizon_budget"]) == (9, 5.0)
+    # Preempted at step 5 (SIGTERM, after the horizon was fixed) and resumed: the same rates, the same weights.
+    monkeypatch.setattr(loop.Run, "_update_ema", lambda self: (
+        update_ema(self), self.step == 5 and os.kill(os.getpid(), signal.SIGTERM)))
+    summary = train(tiny_config(tiny_npz, tmp_path / "split", iterations=20, **kw))
+    assert summary["step"] == 5 and "signal" in str(summary["stopped_by"])
+    summary = train(tiny_config(tiny_npz, tmp_path / "split", iterations=20, resume=True, **kw))
+    assert summary["step"] == 10 and summary["lr_horizon"] == 9
+    a, b = latest_weights(tmp_path / "full", "G"), latest_weights(tmp_path / "split", "G")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # Continued with a larger budget: measured again (steps 11-13), 0.95 x 20 iterations -> 19.
+    longer = {**kw, "time_budget": 10.0}
+    summary = train(tiny_config(tiny_npz, tmp_path / "split", iterations=20, resume=True, **longer))
+    assert summary["step"] == 20 and summary["lr_horizon"] == 19
+
+
 def test_biggan_r1_is_a_lazy_d_phase_with_the_penalty_by_hand(tiny_npz, tmp_path):
     import json
 

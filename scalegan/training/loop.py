@@ -58,6 +58,9 @@ from .finetune import frozen_parameters, initialise
 from .logger import RunLogger
 from .stream import BatchStream
 
+# A time budget's learning-rate decay horizon (Run._fix_horizon): iterations skipped (allocation, first-touch)
+# and measured, and the share of the estimated iterations it spans.
+HORIZON_WARMUP, HORIZON_SPAN, HORIZON_MARGIN = 10, 100, 0.95
 
 class Diverged(Exception):
     """A phase produced a non-finite loss, gradient or weight; raised before its optimizer step is applied (a
@@ -382,12 +385,16 @@ class Run:
                            for t in draw(self.G, rows * 10, y, cfg.sample_truncation, fixed))
         self.step, self.elapsed, stream_state, self.best = 0, 0.0, {"epoch": 0, "pos": 0}, None
         self.guard = {"rollbacks": 0, "lr_scale": 1.0}  # divergence rollbacks so far, the learning rates' factor
+        # A time budget's decay horizon (_fix_horizon) and the budget it was fixed for; the speed measurement.
+        self.lr_horizon, self.horizon_budget, self.speed_mark = None, None, None
         if state is not None:
             self.step, self.elapsed, stream_state = state["step"], state["elapsed"], state["stream"]
+            self.lr_horizon, self.horizon_budget = state.get("lr_horizon"), state.get("lr_horizon_budget")
             self.best = state.get("best")
             self.guard = dict(state.get("guard") or self.guard)
             self.noise.set_state(state["noise_rng"])
             stream_state = stream_position(state, cfg.batch_size * info.world_size)
+        self.session_start = self.step  # _fix_horizon measures from here (this process, or since a rollback)
         self.stream = BatchStream(self.dataset, cfg.batch_size, cfg.seed, cfg.num_workers, **stream_state,
                                   rank=info.rank, world_size=info.world_size)
         self.batches = Batches(self.stream, self.noise, self.G, cfg.batch_size, info, self.device,
@@ -406,19 +413,48 @@ class Run:
         self._set_lr()  # after rollbacks: the lowered rates
 
     def _set_lr(self) -> None:
-        """The optimizers' rates: base rate x rollbacks' factor x the schedule's factor at the run's progress (its
-        iterations or its training time, whichever is further along, or ``lr_horizon`` iterations). Distributed
-        runs go by iterations only: every rank must use the same rates, and their clocks differ."""
-        cfg = self.cfg
-        if cfg.optim.horizon:
-            progress = self.step / cfg.optim.horizon
-        else:
-            timed = cfg.time_budget and not self.info.enabled
-            progress = max(self.step / cfg.iterations, self.elapsed / cfg.time_budget if timed else 0.0)
-        factor = self.guard["lr_scale"] * cfg.optim.factor(progress)
+        """The optimizers' rates: base rate x rollbacks' factor x the schedule's factor at ``step / horizon``."""
+        horizon = self._horizon()
+        factor = self.guard["lr_scale"] * self.cfg.optim.factor(self.step / horizon if horizon else 0.0)
         for name, optimizer in self.optimizers.items():
             for group in optimizer.param_groups:
                 group["lr"] = self.base_lr[name] * factor
+
+    def _horizon(self) -> int | None:
+        """``lr_horizon``; else under a time budget the horizon it fixed (``_fix_horizon``; None, the full rates,
+        until then) or the run's iterations, whichever is fewer; else the run's iterations."""
+        cfg = self.cfg
+        if cfg.optim.horizon:
+            return cfg.optim.horizon
+        if cfg.time_budget and self.lr_horizon is None:
+            return None
+        return min(self.lr_horizon or cfg.iterations, cfg.iterations)
+
+    def _fix_horizon(self, bar) -> None:
+        """A decaying schedule under a time budget decays over the iterations the budget will hold: measured once,
+        from the speed of HORIZON_SPAN iterations after the first HORIZON_WARMUP of this process (the full rates
+        until then), then fixed and saved with the run, so the rates follow the step alone (resume and rollbacks
+        stay exact); a run resumed with another budget measures again, keeping the old horizon meanwhile. With a
+        margin: ending the decay early leaves the last iterations at the final rates; ending the budget early would
+        not decay to them. Distributed runs take rank 0's estimate (every rank must use the same rates)."""
+        cfg = self.cfg
+        if (self.horizon_budget == cfg.time_budget or cfg.optim.schedule == "constant" or cfg.optim.horizon
+                or not cfg.time_budget):
+            return
+        if self.speed_mark is None:
+            if self.step - self.session_start >= HORIZON_WARMUP:
+                self.speed_mark = (self.step, self.elapsed)
+            return
+        steps, seconds = self.step - self.speed_mark[0], self.elapsed - self.speed_mark[1]
+        if steps < HORIZON_SPAN:
+            return
+        total = self.step + max(cfg.time_budget - self.elapsed, 0.0) * steps / max(seconds, 1e-9)
+        estimate = torch.tensor([max(self.step + 1, int(HORIZON_MARGIN * total)) if self.info.rank == 0 else 0],
+                                dtype=torch.int64, device=self.device)
+        self.lr_horizon, self.horizon_budget = int(all_sum(estimate, self.info).item()), cfg.time_budget
+        if self.main:
+            bar.write(f"scalegan train: the {cfg.optim.schedule} learning-rate decay spans {self.lr_horizon} "
+                      f"iterations ({seconds / steps * 1e3:.0f} ms each in a {cfg.time_budget:g} s budget)")
 
     def _wrap(self) -> Nets:
         """DDP and compiled wrappers. Buffers (SN vectors, BN statistics) are synced once, at wrapping, then stay
@@ -531,6 +567,7 @@ class Run:
                 self.step += 1
                 self._update_ema()
                 self.elapsed += time.perf_counter() - t0
+                self._fix_horizon(bar)
                 bar.update(1)
                 self._periodic(bar)
                 if cfg.time_budget and self.elapsed >= cfg.time_budget:
@@ -668,7 +705,8 @@ class Run:
                  "noise_rng": self.noise.get_state(),
                  "augment": self.augmenter.state_dict() if self.augmenter is not None else None,
                  "objective": self.objective.state_dict(), "best": self.best, "world_size": self.info.world_size,
-                 "guard": self.guard, "train_config": self.cfg.to_dict()}
+                 "guard": self.guard, "lr_horizon": self.lr_horizon,
+                 "lr_horizon_budget": self.horizon_budget, "train_config": self.cfg.to_dict()}
         extra = {"eval": self.best} if name == "best" else {}
         try:
             return save_checkpoint(self.dir, self.step, {**self.modules, "model": Gs or self.sampler()}, state,
@@ -706,7 +744,7 @@ class Run:
                    "checkpoint": str(path) if path is not None else None,
                    "final_grid": str(self.dir / "samples" / "final.png"),
                    "stopped_by": stop or None, "world_size": self.info.world_size, "best": self.best,
-                   "rollbacks": self.guard["rollbacks"],
+                   "rollbacks": self.guard["rollbacks"], "lr_horizon": self._horizon(),
                    "model": self.mcfg.to_dict(), "dataset": self.dataset.describe()}
         write_json(self.dir / "summary.json", summary)
         return summary
