@@ -28,6 +28,14 @@ EXPECTED_PARAMS = {
     "stylegan2-cifar": (20_215_315, 23_089_664),
     "stylegan2-256": (24_767_458, 24_001_089),
     "stylegan2-fmnist": (346_987, 302_048),
+    # REFERENCE.md section 9: NVlabs' published StyleGAN3 configurations (G; D is StyleGAN2's at their cbase).
+    "stylegan3-t-1024": (22_313_167, 29_012_513),
+    "stylegan3-r-1024": (15_093_151, 29_012_513),
+    "stylegan3-t-512": (24_873_519, 28_982_849),
+    "stylegan3-r-512": (16_665_594, 28_982_849),
+    "stylegan3-t-256": (23_320_443, 24_001_089),
+    "stylegan3-r-256": (15_779_565, 24_001_089),
+    "stylegan3-t-fmnist": (104_853, 302_048),
 }
 
 
