@@ -6,6 +6,7 @@ One file per format:
   BigGAN-deep TF-Hub modules (``pytorch_model.bin`` + ``config.json``; biggan-deep-128/256/512).
 - ``biggan_pytorch``: ajbrock/BigGAN-PyTorch generator state dicts (``G_ema.pth`` / ``G.pth``), ImageNet layout.
 - ``stylegan2_pkl``: NVlabs stylegan2-ada-pytorch network pickles (``*.pkl``: ``G_ema``, ``G``, ``D``).
+- ``stylegan3_pkl``: NVlabs stylegan3 network pickles (``*.pkl`` whose G is StyleGAN3's), with the same reader.
 
 Foreign files are read with ``torch.load(weights_only=True)`` or, for network pickles, a restricted unpickler that
 rebuilds only tensors and plain containers: no pickled code runs. Unknown, missing or mis-shaped keys are errors
@@ -22,7 +23,12 @@ from torch import nn
 
 from .. import imagenet
 from ..weights import ModelInfo, save_generator
-from . import biggan_pytorch, pytorch_pretrained_biggan, stylegan2_pkl  # noqa: F401  (each registers its format)
+from . import (  # noqa: F401  (each registers its format)
+    biggan_pytorch,
+    pytorch_pretrained_biggan,
+    stylegan2_pkl,
+    stylegan3_pkl,
+)
 from .common import CONVERTERS, Converter, ConvertError, check_keys, read_torch_file, register_converter
 
 __all__ = ["CONVERTERS", "FORMATS", "Converter", "ConvertError", "check_keys", "convert", "detect_format",

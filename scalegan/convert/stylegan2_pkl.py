@@ -20,10 +20,11 @@ The file format (facts of stylegan2-ada-pytorch's published files, from its ``tr
   ``b`` being a (legacy-format) ``torch.save`` file of the storage.
 
 A restricted unpickler rebuilds exactly that: tensors (storages through ``torch.load(weights_only=True)``), dicts,
-ordered dicts, sets, numpy scalars (as Python numbers), ``EasyDict`` as ``dict`` and each persistent object as a
-``RecordedObject`` (class name + state). Every other global is refused before it is looked up, so nothing in the file
-runs. The modules' state dicts map one to one onto scalegan's StyleGAN2 (same names and shapes; checked strictly),
-and the recorded constructor arguments give its ``StyleGAN2Config``.
+ordered dicts, sets, numpy scalars (as Python numbers) and plain numeric numpy arrays (no object arrays), ``EasyDict``
+as ``dict`` and each persistent object as a ``RecordedObject`` (class name + state). Every other global is refused
+before it is looked up, so nothing in the file runs. The modules' state dicts map one to one onto scalegan's
+StyleGAN2 (same names and shapes; checked strictly), and the recorded constructor arguments give its
+``StyleGAN2Config``. StyleGAN3 pickles (same format) are ``stylegan3_pkl``'s; ``is_stylegan3_pickle`` tells them apart.
 
 Outputs equal NVlabs' generator run in float32 (``force_fp32=True``; its default runs the ``num_fp16_res`` highest
 resolutions in float16 on a GPU) for the same z, class, psi and ``noise_mode="const"``. NVlabs truncates every class
@@ -39,6 +40,7 @@ import collections
 import io
 import os
 import pickle
+import pickletools
 import re
 from dataclasses import dataclass
 
@@ -114,7 +116,7 @@ class _NumpyDtype:
 
     def __init__(self, code, align=False, copy=False):
         if not isinstance(code, str) or not re.fullmatch(r"[fiub][1248]", code):
-            raise ConvertError(f"a numpy scalar of dtype {code!r} (only plain numbers are read)")
+            raise ConvertError(f"a numpy value of dtype {code!r} (only plain numbers are read)")
         self.code, self.order = code, "="
 
     def __setstate__(self, state):
@@ -130,6 +132,37 @@ def _numpy_scalar(dtype, data=None):
     if values.size != 1:
         raise ConvertError(f"a numpy scalar of {len(data)} bytes")
     return values[0].item()
+
+
+class _NumpyArray(np.ndarray):
+    """A plain numeric ndarray rebuilt from a pickle (NVlabs' StyleGAN3 records some sizes as arrays); made by
+    ``_numpy_array`` and filled by pickle's BUILD, which calls ``__setstate__`` with ``(version, shape, dtype,
+    is_fortran, raw bytes)``. Object arrays (whose state is a list of objects) are refused."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise ConvertError("a numpy array whose state is not (version, shape, dtype, is_fortran, data)")
+        version, shape, dtype, is_fortran, data = state
+        if not isinstance(dtype, _NumpyDtype) or not _ints(shape) or any(n < 0 for n in shape) \
+                or not isinstance(is_fortran, bool) or not isinstance(data, bytes):
+            raise ConvertError("a numpy array without a plain dtype, a shape and raw bytes (object arrays are "
+                               "not read)")
+        dtype = np.dtype(dtype.code).newbyteorder(dtype.order)
+        if len(data) != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+            raise ConvertError(f"a numpy array of shape {tuple(shape)} with {len(data)} bytes")
+        super().__setstate__((1, tuple(shape), dtype, is_fortran, data))
+
+
+def _numpy_ndarray(*args, **kwargs):
+    """Stands in for ``numpy.ndarray``, which pickles name only as the first argument of ``_reconstruct``."""
+    raise ConvertError("a call of numpy.ndarray, which network pickles do not hold")
+
+
+def _numpy_array(subtype, shape, code) -> _NumpyArray:
+    """Stands in for ``numpy.core.multiarray._reconstruct``: an empty array that BUILD fills."""
+    if subtype is not _numpy_ndarray or shape != (0,) or code not in (b"b", "b"):
+        raise ConvertError("a numpy _reconstruct call that is not the pickled-ndarray form")
+    return _NumpyArray((0,), np.int8)
 
 
 def _latin1(text, encoding="latin1") -> bytes:
@@ -152,6 +185,9 @@ ALLOWED = {
     ("numpy", "dtype"): _NumpyDtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,  # written by numpy 1.x (the released files)
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,  # written by numpy 2.x
+    ("numpy", "ndarray"): _numpy_ndarray,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_array,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_array,
     ("dnnlib.util", "EasyDict"): dict,
 }
 
@@ -188,6 +224,23 @@ def read_network_pickle(path: str | os.PathLike) -> dict:
         raise ConvertError(f"{path} is not a stylegan2-ada-pytorch network pickle (expected a dict with G, D and "
                            f"G_ema; found {found})")
     return data
+
+
+STYLEGAN3_LAYER = re.compile(r"L\d+_\d+_\d+")  # NVlabs' StyleGAN3 synthesis layers, L{i}_{size}_{channels}
+
+
+def is_stylegan3_pickle(path: str | os.PathLike) -> bool:
+    """Whether a network pickle holds NVlabs' StyleGAN3 networks: a synthesis layer name ``L{i}_{size}_{C}`` comes
+    before StyleGAN2's first block name ``b4``. The opcodes are scanned, not run, and only up to the first of the
+    two (G's submodule names come before its larger tensors)."""
+    try:
+        with open(path, "rb") as f:
+            for _, arg, _ in pickletools.genops(f):
+                if isinstance(arg, str) and (arg == "b4" or STYLEGAN3_LAYER.fullmatch(arg)):
+                    return arg != "b4"
+    except Exception:  # not a pickle, or a damaged one: the reader names the problem
+        return False
+    return False
 
 
 # --------------------------------------------------------------------------------------------- recorded modules
@@ -257,7 +310,8 @@ def generator_fields(kwargs: dict) -> dict:
     flat = sorted(set(kwargs) & {"channel_base", "channel_max", "num_fp16_res", "conv_clamp", "conv_kernel"})
     if flat:  # NVlabs' stylegan3 repository passes synthesis arguments at the top level (its networks differ)
         raise ConvertError(f"a Generator with synthesis arguments at the top level ({', '.join(flat)}): a stylegan3 "
-                           "repository pickle, which scalegan does not read (stylegan2-ada-pytorch pickles only)")
+                           "repository pickle, which this reader does not read (its StyleGAN3 networks convert with "
+                           "format 'stylegan3'; its StyleGAN2 ones are not read)")
     top = _options(kwargs, dict(z_dim=REQUIRED, c_dim=REQUIRED, w_dim=REQUIRED, img_resolution=REQUIRED,
                                 img_channels=REQUIRED, mapping_kwargs={}, synthesis_kwargs={}), "Generator")
     mapping = _options(top["mapping_kwargs"], dict(num_layers=8, embed_features=None, layer_features=None,
@@ -367,7 +421,7 @@ def _load(module: torch.nn.Module, state: dict[str, torch.Tensor], derived: set[
     else."""
     ours = module.state_dict()
     if any(k.startswith("synthesis.input.") or re.match(r"synthesis\.L\d+_", k) for k in state):
-        raise ConvertError(f"{source} is a StyleGAN3 (alias-free) generator, which scalegan does not implement")
+        raise ConvertError(f"{source} is a StyleGAN3 (alias-free) generator: convert it with format 'stylegan3'")
     check_keys(state, {k: tuple(v.shape) for k, v in ours.items() if k not in derived}, source)
     module.load_state_dict({k: state[k].to(v.dtype) if k in state else v for k, v in ours.items()}, strict=True)
 
@@ -424,7 +478,8 @@ def pickle_networks(path: str | os.PathLike) -> dict[str, torch.nn.Module]:
 
 
 register_converter(Converter(
-    "stylegan2-ada-pytorch", detect=lambda p: p.is_file() and p.suffix == ".pkl", convert=convert_pickle,
+    "stylegan2-ada-pytorch", detect=lambda p: p.is_file() and p.suffix == ".pkl" and not is_stylegan3_pickle(p),
+    convert=convert_pickle,
     networks=pickle_networks,
     reads="a stylegan2-ada-pytorch network .pkl",
     options=(("--class-centers", dict(choices=["w_avg", "mean"], default="w_avg", help="StyleGAN2-ADA conditional "
