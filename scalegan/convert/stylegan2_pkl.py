@@ -416,14 +416,27 @@ def pickle_config(data: dict, weights: str = "G_ema", source: str = "pickle") ->
 
 
 # --------------------------------------------------------------------------------------------- networks
-def _load(module: torch.nn.Module, state: dict[str, torch.Tensor], derived: set[str], source: str) -> None:
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], derived: set[str], source: str) -> None:
     """Load ``state`` into ``module`` strictly: every tensor but the ``derived`` ones must be there, and nothing
     else."""
     ours = module.state_dict()
-    if any(k.startswith("synthesis.input.") or re.match(r"synthesis\.L\d+_", k) for k in state):
-        raise ConvertError(f"{source} is a StyleGAN3 (alias-free) generator: convert it with format 'stylegan3'")
     check_keys(state, {k: tuple(v.shape) for k, v in ours.items() if k not in derived}, source)
     module.load_state_dict({k: state[k].to(v.dtype) if k in state else v for k, v in ours.items()}, strict=True)
+
+
+def _load(module: torch.nn.Module, state: dict[str, torch.Tensor], derived: set[str], source: str) -> None:
+    """``load_strict``, first naming a StyleGAN3 generator's tensors (the other format)."""
+    if any(k.startswith("synthesis.input.") or re.match(r"synthesis\.L\d+_", k) for k in state):
+        raise ConvertError(f"{source} is a StyleGAN3 (alias-free) generator: convert it with format 'stylegan3'")
+    load_strict(module, state, derived, source)
+
+
+def set_class_centers(G: torch.nn.Module, class_centers: str) -> None:
+    """A converted conditional G's per-class truncation centres: NVlabs' one average W in every row (``"w_avg"``)
+    or each class's mean W (``"mean"``)."""
+    if G.config.n_classes:
+        centers = G.mapping.w_avg[None].expand(G.config.n_classes, -1) if class_centers == "w_avg" else class_mean_w(G)
+        G.mapping.w_avg_class.copy_(centers)
 
 
 @torch.no_grad()
@@ -444,9 +457,7 @@ def generator_from_pickle(data: dict, weights: str = "G_ema", class_centers: str
     config, name = pickle_config(data, weights, source)
     G = Generator(config).eval()
     _load(G, module_tensors(data[name]), {"mapping.w_avg_class"}, f"{source} ({name})")
-    if config.n_classes:
-        centers = G.mapping.w_avg[None].expand(config.n_classes, -1) if class_centers == "w_avg" else class_mean_w(G)
-        G.mapping.w_avg_class.copy_(centers)
+    set_class_centers(G, class_centers)
     return G
 
 
@@ -466,15 +477,21 @@ def convert_pickle(path: str | os.PathLike, weights: str = "G_ema", class_center
     return generator_from_pickle(read_network_pickle(path), weights, class_centers, source=str(path))
 
 
-def pickle_networks(path: str | os.PathLike) -> dict[str, torch.nn.Module]:
-    """Every network of a network pickle (``G``, ``G_ema`` and ``D``; ``D`` left out when the pickle has none), read
-    once: what ``--init-from PICKLE`` fine-tunes from. ``G_ema``'s class centres are NVlabs' average W."""
+def read_networks(path: str | os.PathLike, generator=None, discriminator=None) -> dict[str, torch.nn.Module]:
+    """``G``, ``G_ema`` and ``D`` of a network pickle (``D`` left out when it has none), read once, each built by
+    ``generator(data, name, source=...)`` / ``discriminator(data, source=...)`` (this format's by default)."""
+    generator, discriminator = generator or generator_from_pickle, discriminator or discriminator_from_pickle
     data, source = read_network_pickle(path), str(path)
-    networks = {name: generator_from_pickle(data, name, source=source) for name in ("G", "G_ema")
-                if data.get(name) is not None}
+    networks = {name: generator(data, name, source=source) for name in ("G", "G_ema") if data.get(name) is not None}
     if data.get("D") is not None:
-        networks["D"] = discriminator_from_pickle(data, source=source)
+        networks["D"] = discriminator(data, source=source)
     return networks
+
+
+def pickle_networks(path: str | os.PathLike) -> dict[str, torch.nn.Module]:
+    """Every network of a network pickle: what ``--init-from PICKLE`` fine-tunes from. ``G_ema``'s class centres
+    are NVlabs' average W."""
+    return read_networks(path)
 
 
 register_converter(Converter(

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..models.stylegan3 import Discriminator, Generator, StyleGAN3Config
-from .common import Converter, ConvertError, check_keys, register_converter
+from .common import Converter, ConvertError, register_converter
 from .stylegan2_pkl import (
     CLASS_CENTERS,
     D_POSITIONAL,
@@ -38,12 +38,14 @@ from .stylegan2_pkl import (
     _network,
     _options,
     _supported,
-    class_mean_w,
     discriminator_fields,
     init_kwargs,
     is_stylegan3_pickle,
+    load_strict,
     module_tensors,
     read_network_pickle,
+    read_networks,
+    set_class_centers,
 )
 
 G_POSITIONAL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs")
@@ -135,23 +137,14 @@ def pickle_config(data: dict, weights: str = "G_ema", source: str = "pickle") ->
     return _config({**g, **d}, source), name
 
 
-def _load(module: torch.nn.Module, state: dict[str, torch.Tensor], derived: set[str], source: str) -> None:
-    """Load ``state`` into ``module`` strictly (every tensor but the ``derived`` ones, nothing else, same shapes)."""
-    ours = module.state_dict()
-    check_keys(state, {k: tuple(v.shape) for k, v in ours.items() if k not in derived}, source)
-    module.load_state_dict({k: state[k].to(v.dtype) if k in state else v for k, v in ours.items()}, strict=True)
-
-
 def generator_from_pickle(data: dict, weights: str = "G_ema", class_centers: str = "w_avg",
                           source: str = "pickle") -> Generator:
     """The StyleGAN3 Generator (eval mode) of a read network pickle; ``class_centers`` as in ``stylegan2_pkl``."""
     _supported("class_centers", class_centers, CLASS_CENTERS)
     config, name = pickle_config(data, weights, source)
     G = Generator(config).eval()
-    _load(G, module_tensors(data[name]), {"mapping.w_avg_class"}, f"{source} ({name})")
-    if config.n_classes:
-        centers = G.mapping.w_avg[None].expand(config.n_classes, -1) if class_centers == "w_avg" else class_mean_w(G)
-        G.mapping.w_avg_class.copy_(centers)
+    load_strict(G, module_tensors(data[name]), {"mapping.w_avg_class"}, f"{source} ({name})")
+    set_class_centers(G, class_centers)
     return G
 
 
@@ -160,7 +153,7 @@ def discriminator_from_pickle(data: dict, source: str = "pickle") -> Discriminat
     _, name = pickle_config(data, "G_ema", source)
     g = generator_fields(init_kwargs(data[name], G_POSITIONAL))
     D = Discriminator(_config({**g, **_d_fields(data, g)}, source)).eval()
-    _load(D, module_tensors(data["D"]), set(), f"{source} (D)")
+    load_strict(D, module_tensors(data["D"]), set(), f"{source} (D)")
     return D
 
 
@@ -171,12 +164,7 @@ def convert_pickle(path: str | os.PathLike, weights: str = "G_ema", class_center
 
 def pickle_networks(path: str | os.PathLike) -> dict[str, torch.nn.Module]:
     """``G``, ``G_ema`` and ``D`` (when the pickle has one) of a stylegan3 network pickle, read once."""
-    data, source = read_network_pickle(path), str(path)
-    networks = {name: generator_from_pickle(data, name, source=source) for name in ("G", "G_ema")
-                if data.get(name) is not None}
-    if data.get("D") is not None:
-        networks["D"] = discriminator_from_pickle(data, source=source)
-    return networks
+    return read_networks(path, generator_from_pickle, discriminator_from_pickle)
 
 
 # The class-centre choice is the stylegan2-ada-pytorch converter's --class-centers flag (one flag per name); this

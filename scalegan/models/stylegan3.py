@@ -23,7 +23,6 @@ the StyleGAN2 objective has no such step).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -453,16 +452,8 @@ class Discriminator(stylegan2.Discriminator):
         self.config = config
 
 
-class ExportGenerator(nn.Module):
-    """``G(z, y)`` in eval mode at one truncation psi: what ONNX export traces."""
-
-    truncation_baked = True
-
-    def __init__(self, G: Generator, truncation: float | None = None):
-        super().__init__()
-        self.G = copy.deepcopy(G).float().eval()
-        self.config = G.config
-        self.truncation = truncation
+class ExportGenerator(stylegan2.ExportGenerator):
+    """``G(z, y)`` in eval mode at one truncation psi: what ONNX export traces (StyleGAN3 has no noise inputs)."""
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.G(z, y, truncation=self.truncation)
