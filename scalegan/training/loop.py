@@ -62,6 +62,7 @@ from .stream import BatchStream
 # and measured, and the share of the estimated iterations it spans.
 HORIZON_WARMUP, HORIZON_SPAN, HORIZON_MARGIN = 10, 100, 0.95
 
+
 class Diverged(Exception):
     """A phase produced a non-finite loss, gradient or weight; raised before its optimizer step is applied (a
     non-finite weight after a step is raised before anything is checkpointed)."""
