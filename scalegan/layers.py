@@ -324,17 +324,25 @@ class SqueezeExcite(nn.Module):
         return x * s[:, :, None, None]
 
 
-def projection_logits(h: torch.Tensor, linear: nn.Module, embed: nn.Module | None,
-                      y: torch.Tensor | None) -> torch.Tensor:
+def projection_logits(h: torch.Tensor, linear: nn.Module, embed: nn.Module | None, y: torch.Tensor | None,
+                      classes: bool = False):
     """The projection discriminator's logits [N] from its last features [N, C, H, W]: global sum pooling of
-    ``relu(h)``, a linear output, plus the inner product of the pooled features with the class embedding."""
+    ``relu(h)``, a linear output, plus the inner product of the pooled features with the class embedding.
+
+    ``classes=True`` also returns the projection's class logits [N, n_classes], the pooled features' inner product
+    with every class's embedding (P2GAN's label matching): the class part of the logit, for every class at once."""
     h = F.relu(h).sum((2, 3))  # [N, C]
     out = linear(h).squeeze(1)  # [N]
-    if embed is not None:
-        if y is None:
-            raise ValueError("this discriminator is class-conditional: pass y (class indices)")
-        out = out + (embed(y) * h).sum(1)
-    return out
+    if embed is None:
+        if classes:
+            raise ValueError("class logits need a class-conditional discriminator")
+        return out
+    if y is None:
+        raise ValueError("this discriminator is class-conditional: pass y (class indices)")
+    if not classes:
+        return out + (embed(y) * h).sum(1)
+    table = embed.sn_weight()  # one power iteration, as embed(y) would do
+    return out + (embed_classes(y, table) * h).sum(1), h @ table.t()
 
 
 def init_weights(module: nn.Module, style: str) -> None:

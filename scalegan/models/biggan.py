@@ -255,13 +255,13 @@ class Discriminator(nn.Module):
         self.embed = SNEmbedding(cfg.n_classes, d_out[-1] * ch, sn_eps=cfg.sn_eps) if cfg.n_classes else None
         init_weights(self, cfg.init)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, classes: bool = False):
         h = x
         for i, block in enumerate(self.blocks):
             h = block(h)
             if str(i) in self.attention:
                 h = self.attention[str(i)](h)
-        return projection_logits(h, self.linear, self.embed, y)
+        return projection_logits(h, self.linear, self.embed, y, classes)
 
 
 def export_module(G: Generator, truncation: float | None = None) -> nn.Module:

@@ -268,13 +268,13 @@ class DiscriminatorDeep(nn.Module):
         self.embed = SNEmbedding(cfg.n_classes, mult[-1] * ch, sn_eps=cfg.sn_eps) if cfg.n_classes else None
         init_weights(self, cfg.init)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, classes: bool = False):
         h = self.input_conv(x)
         for k, block in enumerate(self.blocks):
             h = block(h)
             if str(k) in self.attention:
                 h = self.attention[str(k)](h)
-        return projection_logits(h, self.linear, self.embed, y)
+        return projection_logits(h, self.linear, self.embed, y, classes)
 
 
 # --------------------------------------------------------------------------------------------- the family

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..latents import sample_z
 from ..layers import SpectralNorm, batch_norms, set_cross_replica_bn
@@ -33,6 +34,9 @@ class BigGANObjectiveConfig:
     d_ortho: float = _f(0.0, "orthogonal regularization strength for D; 0 = off")
     lecam: float = _f(0.0, "LeCam regularisation weight for D (Tseng et al. 2021; e.g. 0.3); 0 = off")
     lecam_decay: float = _f(0.99, "decay of LeCam's moving anchors of D's real and fake outputs")
+    class_loss: float = _f(0.0, "weight of the projection's class cross-entropy (P2GAN's label matching, Han et al. "
+                           "2021): D learns to classify real images with its class embedding, G to make images D "
+                           "classifies as their class; 0 = off")
     r1_gamma: float = _f(0.0, "R1 regularisation of D (gamma / 2 * |grad D(x)|^2 on reals), a lazy phase every "
                          "--d-reg-interval iterations; 0 = off (BigGAN has none)")
     d_reg_interval: int = _f(16, "with --r1-gamma: R1 every this many iterations")
@@ -50,6 +54,8 @@ class BigGANObjectiveConfig:
             raise ValueError("g_ortho, d_ortho and standing_stats must be >= 0")
         if self.lecam < 0 or not 0 <= self.lecam_decay < 1:
             raise ValueError("lecam must be >= 0 and lecam_decay in [0, 1)")
+        if self.class_loss < 0:
+            raise ValueError(f"class_loss must be >= 0, got {self.class_loss}")
         if self.r1_gamma < 0 or self.d_reg_interval < 1:
             raise ValueError("r1_gamma must be >= 0 and d_reg_interval >= 1")
 
@@ -89,6 +95,9 @@ class BigGANObjective(Objective):
             self.phases += (Phase("Dreg", "D", interval=config.d_reg_interval),)
         self.d_loss, self.g_loss = LOSSES[config.loss]
         self.lecam = LeCam(config.lecam, config.lecam_decay) if config.lecam else None
+        if config.class_loss and getattr(nets.D, "embed", None) is None:
+            raise ValueError("class_loss needs a class-conditional model (n_classes > 0); set class_loss=0")
+        self.classes = config.class_loss > 0
         accumulate = ctx.accumulation > 1
         self.power_iteration = {"D": PowerIterationPerStep(nets.D, nets.G, enabled=accumulate),
                                 "G": PowerIterationPerStep(nets.G, nets.D, enabled=accumulate)}
@@ -116,7 +125,8 @@ class BigGANObjective(Objective):
             images = torch.cat([fake, x])
             if augment is not None:
                 images = augment(images)
-            logits = nets.D_train(images, labels).float()  # one D pass over fake + real
+            out = nets.D_train(images, labels, classes=True) if self.classes else nets.D_train(images, labels)
+        logits = (out[0] if self.classes else out).float()  # one D pass over fake + real
         d_fake, d_real = logits.split([len(fake), len(x)])
         observe = getattr(augment, "observe", None)
         if observe is not None:  # adaptive augmentation (ADA) follows sign(D(real))
@@ -125,8 +135,12 @@ class BigGANObjective(Objective):
         loss = loss_real + loss_fake
         if self.lecam is not None:
             loss = loss + self.lecam(d_real, d_fake)
-        return loss, {"loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(),
-                      **logit_stats(d_real, d_fake)}
+        stats = {"loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(), **logit_stats(d_real, d_fake)}
+        if self.classes:  # D classifies the real images only (classifying fakes too is AC-GAN's diversity loss)
+            loss_cls = F.cross_entropy(out[1][len(fake):].float(), y)
+            loss = loss + self.config.class_loss * loss_cls
+            stats["loss_d_class"] = loss_cls.detach()
+        return loss, stats
 
     def _g_loss(self, draw: Draw):
         """Not exact under accumulation: G's batch norms normalise each micro-batch with its own statistics."""
@@ -134,9 +148,15 @@ class BigGANObjective(Objective):
         z, y_fake = draw.noise()
         with self.ctx.autocast():
             fake = nets.G_train(z, y_fake)
-            logits = nets.D_plain(augment(fake) if augment is not None else fake, y_fake).float()
-        loss = self.g_loss(logits)
-        return loss, {"loss_g": loss.detach()}
+            images = augment(fake) if augment is not None else fake
+            out = nets.D_plain(images, y_fake, classes=True) if self.classes else nets.D_plain(images, y_fake)
+        loss = self.g_loss((out[0] if self.classes else out).float())
+        stats = {"loss_g": loss.detach()}
+        if self.classes:
+            loss_cls = F.cross_entropy(out[1].float(), y_fake)
+            loss = loss + self.config.class_loss * loss_cls
+            stats["loss_g_class"] = loss_cls.detach()
+        return loss, stats
 
     def penalty(self, phase: Phase) -> torch.Tensor | None:
         if phase.network == "G" and self.config.g_ortho:
