@@ -75,6 +75,52 @@ def test_augmentation_is_applied_to_real_and_fake_alike_in_d_and_g_steps():
     assert G.output_conv.weight.grad is not None
 
 
+@pytest.mark.parametrize("model", ["biggan-fmnist", "biggan-deep-fmnist"])
+def test_projection_class_logits_are_the_class_part_of_d(model):
+    G, D = create_model(model, **TINY, n_classes=3, img_channels=1)
+    D.eval()  # no power iteration: every call sees the same weights
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    y = torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():
+        out, classes = D(x, y, classes=True)
+        assert torch.equal(out, D(x, y)) and classes.shape == (4, 3)
+        # D(x, c) - D(x, c') = the class logits' difference: the shared linear part cancels.
+        per_class = torch.stack([D(x, torch.full((4,), c)) for c in range(3)], 1)
+    assert torch.allclose(per_class - per_class[:, :1], classes - classes[:, :1], atol=1e-4, rtol=1e-5)
+
+
+def test_class_loss_adds_the_projection_cross_entropy_to_both_phases():
+    import contextlib
+
+    from test_training import FixedBatches
+
+    from scalegan.objectives import Context, Nets
+    from scalegan.objectives.biggan import BigGANObjective, BigGANObjectiveConfig
+
+    G, D = create_model("biggan-fmnist", **TINY, n_classes=3, img_channels=1)
+    D.eval()  # fixed spectral-norm vectors, so the two objectives see the same D
+    ctx = Context(torch.device("cpu"), contextlib.nullcontext, None, 1, 4, 0)
+    plain = BigGANObjective(BigGANObjectiveConfig(), Nets(G, D, G, D, D), ctx)
+    with_class = BigGANObjective(BigGANObjectiveConfig(class_loss=0.5), Nets(G, D, G, D, D), ctx)
+    x, y = torch.rand(4, 1, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    z, y_fake = torch.randn(4, G.config.z_dim), torch.tensor([1, 1, 2, 0])
+    G.eval()
+    with torch.no_grad():
+        fake = G(z, y_fake)
+        real_ce = torch.nn.functional.cross_entropy(D(x, y, classes=True)[1], y)
+        fake_ce = torch.nn.functional.cross_entropy(D(fake, y_fake, classes=True)[1], y_fake)
+    for phase, ce, key in zip(plain.phases, (real_ce, fake_ce), ("loss_d_class", "loss_g_class")):
+        loss, _ = plain.loss(phase, 0, FixedBatches(x, y, z, y_fake, 1))
+        loss_class, stats = with_class.loss(phase, 0, FixedBatches(x, y, z, y_fake, 1))
+        assert stats[key].item() == pytest.approx(ce.item(), rel=1e-4)  # D: reals only; G: its fakes
+        assert (loss_class - loss).item() == pytest.approx(0.5 * ce.item(), rel=1e-4)
+    with pytest.raises(ValueError, match="class_loss must be >= 0"):
+        BigGANObjectiveConfig(class_loss=-1)
+    G, D = create_model("biggan-fmnist", **TINY, n_classes=0, img_channels=1)
+    with pytest.raises(ValueError, match="class-conditional model"):
+        BigGANObjective(BigGANObjectiveConfig(class_loss=0.5), Nets(G, D, G, D, D), ctx)
+
+
 def test_lecam_penalty_by_hand():
     reg = LeCam(weight=0.5, decay=0.9)
     d_real, d_fake = torch.tensor([1.0, 3.0]), torch.tensor([-1.0, 0.0])

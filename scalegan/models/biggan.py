@@ -232,7 +232,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """BigGAN projection discriminator: ``D(x, y) -> logits`` [N]."""
+    """BigGAN projection discriminator: ``D(x, y) -> logits`` [N] (``classes=True``: and the class logits)."""
 
     def __init__(self, config: BigGANConfig):
         super().__init__()

@@ -248,7 +248,7 @@ class GeneratorDeep(nn.Module):
 
 
 class DiscriminatorDeep(nn.Module):
-    """BigGAN-deep projection discriminator: ``D(x, y) -> logits`` [N]."""
+    """BigGAN-deep projection discriminator: ``D(x, y) -> logits`` [N] (``classes=True``: and the class logits)."""
 
     def __init__(self, config: BigGANDeepConfig):
         super().__init__()
