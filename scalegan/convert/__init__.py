@@ -7,6 +7,8 @@ One file per format:
 - ``biggan_pytorch``: ajbrock/BigGAN-PyTorch generator state dicts (``G_ema.pth`` / ``G.pth``), ImageNet layout.
 - ``stylegan2_pkl``: NVlabs stylegan2-ada-pytorch network pickles (``*.pkl``: ``G_ema``, ``G``, ``D``).
 - ``stylegan3_pkl``: NVlabs stylegan3 network pickles (``*.pkl`` whose G is StyleGAN3's), with the same reader.
+- ``styleganxl_pkl``: autonomousvision/stylegan_xl network pickles (written with dill), with that reader extended
+  by inert records for the classes they name by reference.
 
 Foreign files are read with ``torch.load(weights_only=True)`` or, for network pickles, a restricted unpickler that
 rebuilds only tensors and plain containers: no pickled code runs. Unknown, missing or mis-shaped keys are errors
@@ -28,6 +30,7 @@ from . import (  # noqa: F401  (each registers its format)
     pytorch_pretrained_biggan,
     stylegan2_pkl,
     stylegan3_pkl,
+    styleganxl_pkl,
 )
 from .common import CONVERTERS, Converter, ConvertError, check_keys, read_torch_file, register_converter
 

@@ -209,11 +209,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise ConvertError("a persistent id, which network pickles do not use")
 
 
-def read_network_pickle(path: str | os.PathLike) -> dict:
-    """The top-level dict of a network pickle, networks as ``RecordedObject``s; nothing in the file runs."""
+def read_network_pickle(path: str | os.PathLike, unpickler: type = _RestrictedUnpickler) -> dict:
+    """The top-level dict of a network pickle, networks as ``RecordedObject``s; nothing in the file runs
+    (``unpickler``: this reader or a format's stricter-or-equal extension of it)."""
     try:
         with open(path, "rb") as f:
-            data = _RestrictedUnpickler(f).load()
+            data = unpickler(f).load()
     except ConvertError as e:
         raise ConvertError(f"{path}: {e}") from e
     except Exception as e:  # truncated files raise EOFError or UnpicklingError, damaged ones many types
@@ -241,6 +242,19 @@ def is_stylegan3_pickle(path: str | os.PathLike) -> bool:
     except Exception:  # not a pickle, or a damaged one: the reader names the problem
         return False
     return False
+
+
+XL_MARKERS = ("SuperresGenerator", "embed_proj", "rand_embedding")  # StyleGAN-XL's class and mapping names
+
+
+def is_stylegan_xl_pickle(path: str | os.PathLike) -> bool:
+    """Whether a StyleGAN3-layout network pickle is StyleGAN-XL's: its G is a ``SuperresGenerator`` or its mapping
+    has XL's class-embedding names. The opcodes are scanned, not run."""
+    try:
+        with open(path, "rb") as f:
+            return any(isinstance(arg, str) and arg in XL_MARKERS for _, arg, _ in pickletools.genops(f))
+    except Exception:  # not a pickle, or a damaged one: the reader names the problem
+        return False
 
 
 # --------------------------------------------------------------------------------------------- recorded modules

@@ -41,6 +41,7 @@ from .stylegan2_pkl import (
     discriminator_fields,
     init_kwargs,
     is_stylegan3_pickle,
+    is_stylegan_xl_pickle,
     load_strict,
     module_tensors,
     read_network_pickle,
@@ -170,5 +171,6 @@ def pickle_networks(path: str | os.PathLike) -> dict[str, torch.nn.Module]:
 # The class-centre choice is the stylegan2-ada-pytorch converter's --class-centers flag (one flag per name); this
 # format takes it as the keyword ``class_centers`` of ``convert``.
 register_converter(Converter(
-    "stylegan3", detect=lambda p: p.is_file() and p.suffix == ".pkl" and is_stylegan3_pickle(p),
+    "stylegan3", detect=lambda p: (p.is_file() and p.suffix == ".pkl" and is_stylegan3_pickle(p)
+                                   and not is_stylegan_xl_pickle(p)),
     convert=convert_pickle, networks=pickle_networks, reads="a stylegan3 network .pkl"))
