@@ -13,7 +13,7 @@ from conftest import tiny_overrides
 import scalegan
 from scalegan.models.stylegan3 import layer_specs
 from scalegan.models.stylegan_xl import Generator, StyleGANXLConfig, xl_layer_specs
-from scalegan.registry import model_config
+from scalegan.registry import count_parameters, model_config
 
 
 def tiny(**extra):
@@ -71,6 +71,8 @@ def test_state_dict_names_and_mapping_shapes():
     assert shapes["mapping.fc0.weight"] == (512, 128) and shapes["mapping.fc1.weight"] == (512, 512)
     assert shapes["mapping.w_avg"] == (1000, 512) and "mapping.fc2.weight" not in shapes
     assert shapes["synthesis.input.weight"] == (1024, 1024) and shapes["synthesis.L10_16_3.weight"] == (3, 1024, 1, 1)
+    # The mapping by hand: embedding 1000 x 320, FC 320 -> 64, fc0 128 -> 512, fc1 512 -> 512 (weights + biases).
+    assert count_parameters(G.mapping) == 1000 * 320 + (320 * 64 + 64) + (128 * 512 + 512) + (512 * 512 + 512)
     G, _ = tiny()
     keys = set(G.state_dict())
     for name in G.synthesis.layer_names[:-1]:
