@@ -127,7 +127,7 @@ def record_xl(G: Generator, src: str) -> Persistent:
         else:
             modules["mapping"].state["embed_proj"] = None
     modules["mapping"].state["_modules"]["embed"] = embed.eval()
-    if cfg.stages:
+    if cfg.superres_stages:
         return Persistent("SuperresGenerator", {**recorded.state, "_init_kwargs": dict(
             path_stem="stem/best_model.pkl", head_layers=cfg.head_layers, up_factor=2, c_dim=cfg.n_classes,
             img_resolution=cfg.resolution, img_channels=cfg.img_channels), "path_stem": "stem/best_model.pkl"},
@@ -198,7 +198,7 @@ def test_dill_pickle_converts_to_the_generator_that_wrote_it(tmp_path, capsys, r
             "timm.models.efficientnet FeatureNet", "dill._dill _load_type"} <= names
     assert detect_format(path) == "stylegan-xl"
     data = read_xl_pickle(path)
-    assert data["G_ema"].class_name == ("SuperresGenerator" if cfg.stages else "Generator")
+    assert data["G_ema"].class_name == ("SuperresGenerator" if cfg.superres_stages else "Generator")
     assert data["D"].class_name == "pg_modules.discriminator.ProjectedDiscriminator"
     for weights, writer in (("G_ema", G_ema), ("G", G)):
         converted = generator_from_pickle(data, weights)

@@ -84,7 +84,7 @@ def test_state_dict_names_and_mapping_shapes():
 
 def test_forward_shapes_and_eval_purity():
     G, D = tiny()
-    assert G.config.stages == 1 and G.config.num_ws == len(G.synthesis.layer_names) + 1
+    assert G.config.superres_stages == 1 and G.config.num_ws == len(G.synthesis.layer_names) + 1
     z, y = torch.randn(4, G.config.z_dim), torch.tensor([0, 1, 2, 3])
     G.eval()
     before = {k: v.clone() for k, v in G.state_dict().items()}
@@ -157,7 +157,7 @@ def test_config_validation():
     with pytest.raises(ValueError, match="head_layers"):
         StyleGANXLConfig(resolution=32, head_layers=2)
     cfg = StyleGANXLConfig(resolution=256)
-    assert cfg.stages == 4 and cfg.num_ws == 12 + 4 * 5 and cfg.to_dict()["family"] == "stylegan-xl"
+    assert cfg.superres_stages == 4 and cfg.num_ws == 12 + 4 * 5 and cfg.to_dict()["family"] == "stylegan-xl"
 
 
 def test_onnx_export_matches_torch(tmp_path):
@@ -189,6 +189,6 @@ def test_tiny_training_run(tiny_npz, tmp_path):
     lines = loss_lines(tmp_path / "run")
     assert len(lines) == 3 and all(math.isfinite(x["loss_g"]) for x in lines)
     G, info = scalegan.load(tmp_path / "run")
-    assert info.family == "stylegan-xl" and G.config.stages == 1
+    assert info.family == "stylegan-xl" and G.config.superres_stages == 1
     assert G.mapping.w_avg.abs().sum() > 0  # G_ema copied the tracked class averages
     assert scalegan.sampling.sample(G, 2, y=1, seed=0).shape == (2, 1, 32, 32)

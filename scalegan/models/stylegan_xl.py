@@ -79,14 +79,14 @@ class StyleGANXLConfig(StyleGAN3Config):
             raise ValueError(f"embed_dim must be > 0, got {self.embed_dim}")
 
     @property
-    def stages(self) -> int:
+    def superres_stages(self) -> int:
         """Super-resolution stages on top of the stem (each doubles the resolution)."""
         return (self.resolution // self.stem_resolution).bit_length() - 1
 
     @property
     def num_ws(self) -> int:
         """W vectors the synthesis consumes: the input's and one per layer (each stage drops num_critical + 1)."""
-        return self.num_layers + 2 + self.stages * (self.head_layers - self.num_critical)
+        return self.num_layers + 2 + self.superres_stages * (self.head_layers - self.num_critical)
 
     def stem_config(self) -> StyleGAN3Config:
         """The StyleGAN3 config whose synthesis schedule is the stem's."""
@@ -129,7 +129,7 @@ def xl_layer_specs(cfg: StyleGANXLConfig) -> list[LayerSpec]:
     """Every synthesis layer after the input: the stem's, then each stage's kept layers and new head."""
     specs = layer_specs(cfg.stem_config())
     resolution = cfg.stem_resolution
-    for _ in range(cfg.stages):
+    for _ in range(cfg.superres_stages):
         resolution *= 2
         kept = specs[:-(cfg.num_critical + 1)]  # the critically sampled layers are the last ones
         specs = kept + head_specs(cfg, kept[-1], resolution, len(kept) + 1)
