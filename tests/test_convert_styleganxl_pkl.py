@@ -76,6 +76,7 @@ class FeatureNet(torch.nn.Module):
         super().__init__()
         self.conv = torch.nn.Conv2d(3, 4, 3)
         self.bn = torch.nn.BatchNorm2d(4)
+        self.shape, self.dtype = torch.Size([3, 4]), torch.float32  # torch values by reference
 
 
 @contextlib.contextmanager
@@ -195,7 +196,7 @@ def test_dill_pickle_converts_to_the_generator_that_wrote_it(tmp_path, capsys, r
     raw = write_xl_pickle(path, G, G_ema, marker)
     names = globals_of(raw)
     assert {"torch.nn.modules.sparse Embedding", "pg_modules.discriminator ProjectedDiscriminator",
-            "timm.models.efficientnet FeatureNet", "dill._dill _load_type"} <= names
+            "timm.models.efficientnet FeatureNet", "dill._dill _load_type", "torch Size", "torch float32"} <= names
     assert detect_format(path) == "stylegan-xl"
     data = read_xl_pickle(path)
     assert data["G_ema"].class_name == ("SuperresGenerator" if cfg.superres_stages else "Generator")

@@ -11,8 +11,8 @@ sub-objects (the stem's, whose constructor arguments describe the stem; the stag
 D is the projected discriminator: ``pg_modules`` / ``feature_networks`` / ``timm`` / ``torch.nn`` classes by
 reference, not persistent.
 
-The reader is ``stylegan2_pkl``'s restricted unpickler plus: torch.nn, timm and the projected D's classes (and
-``functools.partial`` and dill's ``_load_type``) become inert records (class name + state; never imported, never
+The reader is ``stylegan2_pkl``'s restricted unpickler plus: torch.nn / torch / timm and the projected D's classes
+(and ``functools.partial`` and dill's ``_load_type``) become inert records (class name + state; never imported, never
 called), so D reads as data and is dropped. Everything else dill may write (``dill._dill._create_function``,
 ``_create_code``, ``_create_type``, ``_import_module``, ... : code or classes serialised by value) and any other
 global are refused before they are looked up.
@@ -42,7 +42,9 @@ from .stylegan2_pkl import (
 )
 from .stylegan3_pkl import SYNTHESIS, _number, generator_fields
 
-INERT_MODULES = ("torch.nn.modules.", "torch.nn.functional", "pg_modules.", "feature_networks.", "timm.")
+# Classes and values D's modules name by reference (torch.nn layers, torch's Size / dtypes / builtin functions, timm
+# and the projected D's own classes): recorded as inert objects. Anything else is refused.
+INERT_MODULES = ("torch.nn.", "torch._C", "pg_modules.", "feature_networks.", "timm.")
 INERT_GLOBALS = {("functools", "partial")}
 MAPPING = dict(z_dim=None, c_dim=None, w_dim=None, num_ws=None, num_layers=2, lr_multiplier=0.01, w_avg_beta=0.998,
                rand_embedding=False)
@@ -88,7 +90,7 @@ class _XLUnpickler(_RestrictedUnpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in ALLOWED:
             return super().find_class(module, name)
-        if (module, name) in INERT_GLOBALS or module.startswith(INERT_MODULES):
+        if (module, name) in INERT_GLOBALS or module == "torch" or module.startswith(INERT_MODULES):
             return _opaque_class(f"{module}.{name}")
         if (module, name) == ("dill._dill", "_load_type"):
             return _load_type
