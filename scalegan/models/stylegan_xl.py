@@ -314,7 +314,8 @@ for _resolution in (16, 32, 64, 128, 256):
     _imagenet_preset(_resolution)
 
 # Small CPU preset for Fashion-MNIST (32x32 grey, 10 classes): a 16 px stem of 6 layers and one 4-layer head, at
-# most 24 channels with 4-pixel margins, trained as stylegan3-t-fmnist.
+# most 24 channels with 4-pixel margins, trained as stylegan3-t-fmnist. G and D forward and backward at batch 16 on
+# one thread take about as long as stylegan3-t-fmnist's (0.89 s and 0.88 s on a loaded 2-core machine, 2026-12-05).
 register_preset(
     "stylegan-xl-fmnist", "stylegan-xl",
     model=dict(resolution=32, stem_resolution=16, n_classes=10, img_channels=1, z_dim=32, w_dim=128,
