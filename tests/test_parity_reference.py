@@ -8,13 +8,15 @@ from that path (nothing of them is copied here):
     pytest tests/test_parity_reference.py
 
 On CPU their custom ops (bias_act, upfirdn2d, filtered_lrelu) run their plain-PyTorch reference paths, so no plugin
-is built. For small -T and -R configurations, conditional and unconditional, each test builds the reference G
-(seeded), loads its state dict into scalegan's G, sets the tracked average W, the magnitude EMAs and the input's
-affine to the same non-trivial values in both, and compares eval-mode images on the same z and classes at truncation
-1 and 0.7 (float32, max abs difference <= 1e-5 on images of magnitude ~1; observed <= 1e-6), and the parameter
-counts. Known state-dict differences, asserted exactly: scalegan's conditional StyleGAN3 mapping has an extra
+is built. For small -T and -R configurations, conditional and unconditional (StyleGAN3 at 32 px; StyleGAN-XL with a
+16 px stem and one head to 32 px, or two to 64 px), each test builds the reference G (seeded), loads its state dict
+into scalegan's G, sets the tracked average W, the magnitude EMAs and the input's affine and transform to the same
+non-trivial values in both, and compares eval-mode images on the same z and classes at truncation 1 and 0.7
+(float32, max abs difference <= 1e-5 on images of magnitude ~1; observed <= 3e-6), and the parameter counts. Known
+state-dict differences, asserted exactly: scalegan's conditional StyleGAN3 mapping has an extra
 ``mapping.w_avg_class`` buffer (per-class truncation centres; all zeros means "use w_avg", NVlabs' behaviour), and
-StyleGAN-XL's reference mapping always holds the 1000 x 320 ImageNet embedding, even unconditional (unused there).
+StyleGAN-XL's reference mapping always holds the 1000 x 320 ImageNet embedding (unused when unconditional; with
+fewer classes only the first rows are looked up), which scalegan keeps as n_classes rows, as its converter does.
 """
 
 import contextlib
@@ -124,35 +126,41 @@ def _check_stylegan3(net, kind: str, n_classes: int) -> None:
     _compare(ref, G, 16, n_classes, generator)
 
 
-@pytest.mark.parametrize("n_classes", [0, 1000])
+# (classes, resolution): 1000 loads the reference's ImageNet-sized embedding as it is; 5 keeps its first 5 rows (the
+# lookups use only those, as scalegan's converter does); 64 px grows the 16 px stem by two stages, each built on the
+# previous generator as the reference's progressive training does.
+@pytest.mark.parametrize(("n_classes", "resolution"), [(0, 32), (1000, 32), (5, 64)])
 @pytest.mark.parametrize("kind", ["t", "r"])
-def test_stylegan_xl_matches_reference(kind, n_classes, monkeypatch):
+def test_stylegan_xl_matches_reference(kind, n_classes, resolution, monkeypatch):
     repo = _repo("SCALEGAN_STYLEGAN_XL_REPO")
     with _reference(repo, "training.networks_stylegan3_resetting") as net:
-        _check_stylegan_xl(net, repo, kind, n_classes, monkeypatch)
+        _check_stylegan_xl(net, repo, kind, n_classes, resolution, monkeypatch)
 
 
-def _check_stylegan_xl(net, repo: str, kind: str, n_classes: int, monkeypatch) -> None:
+def _check_stylegan_xl(net, repo: str, kind: str, n_classes: int, resolution: int, monkeypatch) -> None:
     monkeypatch.chdir(repo)  # the mapping reads in_embeddings/tf_efficientnet_lite0.pkl by a relative path
     synthesis = dict(num_layers=4, margin_size=4, **_channels(kind, 1024, 16))
     torch.manual_seed(0)
-    stem = net.Generator(z_dim=16, c_dim=n_classes, w_dim=16, img_resolution=16, img_channels=3,
-                         mapping_kwargs=dict(num_layers=2, rand_embedding=True), num_fp16_res=0, **synthesis)
-    # SuperresGenerator loads its stem from a pickle: hand it the one just built.
+    ref = net.Generator(z_dim=16, c_dim=n_classes, w_dim=16, img_resolution=16, img_channels=3,
+                        mapping_kwargs=dict(num_layers=2, rand_embedding=True), num_fp16_res=0, **synthesis)
+    # SuperresGenerator loads the generator it grows from a pickle: hand it the one just built.
     monkeypatch.setattr(net.dnnlib.util, "open_url", lambda *args, **kwargs: contextlib.nullcontext())
-    monkeypatch.setattr(net.legacy, "load_network_pkl", lambda f: {"G_ema": stem})
-    ref = net.SuperresGenerator(img_resolution=32, path_stem="stem", head_layers=3, up_factor=2, num_fp16_res=0,
-                                **synthesis).eval()
+    for size in range(5, resolution.bit_length()):
+        monkeypatch.setattr(net.legacy, "load_network_pkl", lambda f, stem=ref: {"G_ema": stem})
+        ref = net.SuperresGenerator(img_resolution=2 ** size, path_stem="stem", head_layers=3, up_factor=2,
+                                    num_fp16_res=0, **synthesis)
+    ref.eval()
     G = stylegan_xl.Generator(stylegan_xl.StyleGANXLConfig(
-        resolution=32, stem_resolution=16, head_layers=3, n_classes=n_classes, img_channels=3, z_dim=16, w_dim=16,
-        embed_dim=320, mapping_layers=2, **synthesis)).eval()
+        resolution=resolution, stem_resolution=16, head_layers=3, n_classes=n_classes, img_channels=3, z_dim=16,
+        w_dim=16, embed_dim=320, mapping_layers=2, **synthesis)).eval()
     assert G.synthesis.layer_names == ref.synthesis.layer_names
     generator = torch.Generator().manual_seed(1)
     _sync_state(ref, generator)
     state = ref.state_dict()
-    embedding = 1000 * 320  # the reference keeps the ImageNet embedding even when unconditional (unused)
-    if not n_classes:
-        assert tuple(state.pop("mapping.embed.weight").shape) == (1000, 320)
+    embed = state.pop("mapping.embed.weight")
+    assert tuple(embed.shape) == (1000, 320)  # the ImageNet embedding, whatever the classes (unused unconditional)
+    if n_classes:
+        state["mapping.embed.weight"] = embed[:n_classes]
     G.load_state_dict(state, strict=True)
-    assert count_parameters(G) + (0 if n_classes else embedding) == sum(p.numel() for p in ref.parameters())
+    assert count_parameters(G) + (1000 - n_classes) * 320 == sum(p.numel() for p in ref.parameters())
     _compare(ref, G, 16, n_classes, generator)
