@@ -345,3 +345,36 @@ def test_lecam_is_available_to_stylegan2():
     restored = objective(G, D, lecam=0.3)
     restored.load_state_dict(with_lecam.state_dict())
     assert torch.equal(restored.lecam.anchor_fake, with_lecam.lecam.anchor_fake)
+
+
+def test_d_input_blur_by_hand_and_its_fade():
+    from scalegan.objectives.stylegan2 import gaussian_blur
+
+    impulse = torch.zeros(1, 2, 15, 15)
+    impulse[:, :, 7, 7] = 1
+    out = gaussian_blur(impulse, 1.0)  # radius floor(3 * 1) = 3: weights 2^-(x^2) for x in -3..3, normalised
+    f = torch.tensor([2.0 ** -(x * x) for x in range(-3, 4)])
+    f = f / f.sum()
+    assert torch.allclose(out[0, 0, 4:11, 4:11], torch.outer(f, f), atol=1e-7) and torch.equal(out[0, 0], out[0, 1])
+    assert out[0, 0].sum().item() == pytest.approx(1.0) and out[0, 0, :4].abs().max() == 0
+    assert torch.equal(gaussian_blur(impulse, 0.3), impulse)  # radius 0: nothing to blur
+    G, D = tiny(mbstd_group=4)
+    seen = []
+    D.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    obj = objective(G, D, blur_sigma=10.0, blur_fade_kimg=0.008, r1_gamma=1.0)  # 8 images: two iterations of 4
+    batches = Batches(G)
+    sigmas = []
+    for _ in range(4):
+        for phase in obj.phases:
+            obj.loss(phase, 0, batches)
+        sigmas.append(obj.blur_sigma())
+    assert sigmas == [10.0, 5.0, 0.0, 0.0]  # from the images seen before each iteration
+    # The last iteration's D passes (fake, real, then R1's real) saw the images unblurred; the first's blurred.
+    assert torch.equal(seen[-1], batches.x) and torch.equal(seen[-2], batches.x)
+    first_real = seen[2]  # Gmain's D pass, then Dmain's fake and real passes
+    assert torch.allclose(first_real, gaussian_blur(batches.x, 10.0))
+    restored = objective(G, D, blur_sigma=10.0, blur_fade_kimg=0.008)
+    restored.load_state_dict(obj.state_dict())
+    assert restored.steps == 4
+    with pytest.raises(ValueError, match="blur_sigma"):
+        StyleGAN2ObjectiveConfig(blur_sigma=-1.0)

@@ -491,7 +491,8 @@ FAMILY = register(Family(
 # NVlabs train.py: -T cbase 32768, cmax 512, kernel 3; -R kernel 1, radial filters, G's cbase / cmax doubled (D's
 # not); conv clamp 256; batch 32, G lr 0.0025, D lr 0.002, Adam (0, 0.99) eps 1e-8, EMA half-life batch * 10 / 32
 # kimg with ramp-up 0.05; R1 every 16 D steps with the paper's gamma, no path length, no style mixing;
-# magnitude EMA beta 0.5 ** (batch / 20000). The paper's FFHQ runs used --mirror=1.
+# magnitude EMA beta 0.5 ** (batch / 20000); -R blurs D's input (sigma 10 fading over batch * 200 / 32 kimg). The
+# paper's FFHQ runs used --mirror=1.
 def _stylegan3_preset(kind: str, resolution: int, cbase: int, gamma: float, batch: int = 32, lr_d: float = 0.002,
                       about: str = "", **train) -> None:
     radial = kind == "r"
@@ -504,7 +505,9 @@ def _stylegan3_preset(kind: str, resolution: int, cbase: int, gamma: float, batc
         f"stylegan3-{kind}-{resolution}", "stylegan3", model=model,
         train=dict(batch_size=batch, lr_g=0.0025, lr_d=lr_d, beta1=0.0, beta2=0.99, adam_eps=1e-8,
                    ema_halflife_kimg=batch * 10 / 32, ema_rampup=0.05,
-                   objective=dict(r1_gamma=gamma, pl_weight=0.0, style_mixing=0.0, d_reg_interval=16), **train),
+                   objective=dict(r1_gamma=gamma, pl_weight=0.0, style_mixing=0.0, d_reg_interval=16,
+                                  **(dict(blur_sigma=10.0, blur_fade_kimg=batch * 200 / 32) if radial else {})),
+                   **train),
         about=about)
 
 

@@ -294,8 +294,9 @@ FAMILY = register(Family(
 # --------------------------------------------------------------------------------------------- presets
 # ImageNet (REFERENCE section 10): -T, G cbase / cmax 65536 / 1024, z 64, w 512, 2 mapping layers; a 16 px stem of
 # 11 layers (paper 3.2) and 7-layer heads per doubling; Adam (0, 0.99), G lr 0.0025, D lr 0.002; the README's
-# commands use batch 64. The D and objective are StyleGAN2's (see the module docstring): R1 gamma follows
-# stylegan3's configs.md scale 0.5 * (resolution / 128)^2, a scalegan choice (StyleGAN-XL's loss has no R1).
+# commands use batch 64; D's input is blurred (sigma 2, fading over 300 kimg). The D and objective are StyleGAN2's
+# (see the module docstring): R1 gamma follows stylegan3's configs.md scale 0.5 * (resolution / 128)^2, a scalegan
+# choice (StyleGAN-XL's loss has no R1).
 def _imagenet_preset(resolution: int) -> None:
     register_preset(
         f"stylegan-xl-imagenet{resolution}", "stylegan-xl",
@@ -305,7 +306,7 @@ def _imagenet_preset(resolution: int) -> None:
                    d_channel_max=512, d_architecture="resnet", mbstd_group=4),
         train=dict(batch_size=64, lr_g=0.0025, lr_d=0.002, beta1=0.0, beta2=0.99, adam_eps=1e-8,
                    objective=dict(r1_gamma=0.5 * (resolution / 128) ** 2, pl_weight=0.0, style_mixing=0.0,
-                                  d_reg_interval=16)),
+                                  d_reg_interval=16, blur_sigma=2.0, blur_fade_kimg=300.0)),
         about=f"StyleGAN-XL-T ImageNet {resolution} layout (16 px stem, {(resolution // 16).bit_length() - 1} "
               "super-resolution stages; StyleGAN2 D, not the projected one)")
 

@@ -36,6 +36,10 @@ class StyleGAN2ObjectiveConfig:
     d_reg_interval: int = _f(16, "D regularisation (R1) every this many iterations")
     lecam: float = _f(0.0, "LeCam regularisation weight for D (Tseng et al. 2021; e.g. 0.3); 0 = off")
     lecam_decay: float = _f(0.99, "decay of LeCam's moving anchors of D's real and fake outputs")
+    blur_sigma: float = _f(0.0, "StyleGAN3-R's D-input blur: a Gaussian of this sigma (pixels) on every image D "
+                           "sees, fading linearly to 0 over --blur-fade-kimg; 0 = off (StyleGAN3-R: 10)")
+    blur_fade_kimg: float = _f(200.0, "with --blur-sigma: thousands of images over which the blur fades out "
+                               "(StyleGAN3: batch * 200 / 32)")
 
     def __post_init__(self):
         if self.r1_gamma < 0 or self.pl_weight < 0 or not 0 <= self.pl_decay <= 1:
@@ -44,6 +48,8 @@ class StyleGAN2ObjectiveConfig:
             raise ValueError("pl_batch_shrink, g_reg_interval and d_reg_interval must be >= 1")
         if self.lecam < 0 or not 0 <= self.lecam_decay < 1:
             raise ValueError("lecam must be >= 0 and lecam_decay in [0, 1)")
+        if self.blur_sigma < 0 or self.blur_fade_kimg <= 0:
+            raise ValueError("blur_sigma must be >= 0 and blur_fade_kimg > 0")
         if not 0 <= self.style_mixing <= 1:
             raise ValueError(f"style_mixing must be a probability, got {self.style_mixing}")
 
@@ -64,6 +70,9 @@ class StyleGAN2Objective(Objective):
         self.phases = tuple(phases)
         self.pl_mean = torch.zeros([], device=ctx.device)
         self.lecam = LeCam(config.lecam, config.lecam_decay) if config.lecam else None
+        world = torch.distributed.get_world_size(ctx.group) if ctx.group is not None else 1
+        self.images_per_step = ctx.batch_size * ctx.accumulation * world
+        self.steps = 0  # iterations begun (objective state: the blur follows the images seen)
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _mix(self, z: torch.Tensor):
@@ -76,7 +85,17 @@ class StyleGAN2Objective(Objective):
             cutoff = num_ws
         return torch.randn_like(z), cutoff
 
+    def blur_sigma(self) -> float:
+        """The D-input blur's sigma now: ``blur_sigma`` fading linearly to 0 over ``blur_fade_kimg`` thousand images
+        seen before this iteration (StyleGAN3's loss)."""
+        seen = (self.steps - 1) * self.images_per_step
+        return self.config.blur_sigma * max(1 - seen / (self.config.blur_fade_kimg * 1000), 0.0)
+
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
+        """What D sees of ``images``: blurred (while the blur lasts), then augmented."""
+        sigma = self.blur_sigma() if self.config.blur_sigma else 0.0
+        if sigma > 0:
+            images = gaussian_blur(images, sigma)
         return self.ctx.augment(images) if self.ctx.augment is not None else images
 
     def _observe(self, real_logits: torch.Tensor) -> None:
@@ -86,6 +105,8 @@ class StyleGAN2Objective(Objective):
 
     # ------------------------------------------------------------------------------------------------ phases
     def loss(self, phase: Phase, micro_batch: int, draw: Draw):
+        if phase.name == "Gmain" and micro_batch == 0:  # every iteration starts with it
+            self.steps += 1
         return {"Gmain": self._g_main, "Greg": self._g_reg, "Dmain": self._d_main, "Dreg": self._d_reg}[
             phase.name](draw)
 
@@ -138,15 +159,30 @@ class StyleGAN2Objective(Objective):
     def _d_reg(self, draw: Draw):
         """R1: gamma / 2 times the squared gradient of D's output with respect to real images."""
         x, y = draw.real()
-        loss, penalty = r1_loss(self.nets.D_train, x, y, self.config.r1_gamma, self.ctx.augment)
+        loss, penalty = r1_loss(self.nets.D_train, x, y, self.config.r1_gamma, self._augment)
         return loss, {"r1_penalty": penalty}
 
     def state_dict(self) -> dict:
-        return {"pl_mean": self.pl_mean.detach().cpu().clone(),
+        return {"pl_mean": self.pl_mean.detach().cpu().clone(), "steps": self.steps,
                 **({"lecam": self.lecam.state_dict()} if self.lecam is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
+        self.steps = int((state or {}).get("steps", 0))
         if state and state.get("pl_mean") is not None:
             self.pl_mean = state["pl_mean"].to(self.ctx.device)
         if self.lecam is not None:
             self.lecam.load_state_dict((state or {}).get("lecam"))
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """StyleGAN3's D-input blur: the separable, normalised kernel 2^-(x / sigma)^2 over integer |x| <= floor(3 sigma),
+    zero padding (REFERENCE section 9)."""
+    radius = int(math.floor(sigma * 3))
+    if radius < 1:
+        return images
+    x = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
+    f = (x / sigma).square().neg().exp2()
+    f = (f / f.sum()).to(images.dtype)
+    c = images.shape[1]
+    images = F.conv2d(images, f.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, radius), groups=c)
+    return F.conv2d(images, f.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0), groups=c)
