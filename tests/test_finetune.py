@@ -251,3 +251,32 @@ def test_init_from_a_network_pickle_loads_g_g_ema_and_d(tmp_path):
     frozen = {id(p) for p in run.D.b32.parameters()}
     trained = {id(p) for group in run.optimizers["D"].param_groups for p in group["params"]}
     assert frozen and not frozen & trained
+
+
+def test_init_from_a_stylegan_xl_pickle_tunes_its_generator_with_a_fresh_d(tmp_path):
+    """StyleGAN-XL's projected D has no scalegan form: its G and G_ema are fine-tuned with the family's own D."""
+    import dataclasses
+
+    pytest.importorskip("dill")
+    from test_convert_styleganxl_pkl import tiny_config as xl_config
+    from test_convert_styleganxl_pkl import trained_like, write_xl_pickle
+
+    cfg = dataclasses.replace(xl_config(32, True), img_channels=1)
+    G, G_ema = trained_like(cfg)
+    write_xl_pickle(tmp_path / "best_model.pkl", G, G_ema, tmp_path / "ran")
+    npz = make_npz(tmp_path / "three.npz")
+    overrides = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    overrides.update(d_channel_base=256, d_channel_max=16, d_mapping_layers=2, mbstd_group=2)
+    train_cfg = TrainConfig.from_preset(
+        "stylegan-xl-fmnist", data=f"npz:{npz}", out_dir=str(tmp_path / "ft"), iterations=2, batch_size=4,
+        progress=False, tensorboard=False, sample_every=0, ckpt_every=0, model_overrides=overrides,
+        init_from=str(tmp_path / "best_model.pkl"), d_warmup=1)
+    run = start(train_cfg)
+    assert run.init_record["started_from"] == {"G": "G", "D": None, "G_ema": "G_ema"} and run.d_warmup == 1
+    for ours, theirs in ((run.G, G), (run.G_ema, G_ema)):
+        mine = ours.state_dict()
+        assert all(torch.equal(mine[k], v) for k, v in theirs.state_dict().items())
+    summary = train(train_cfg)  # one D-only warm-up iteration, then one of both
+    assert summary["step"] == 2
+    tuned = latest_weights(tmp_path / "ft", "G")
+    assert any(not torch.equal(tuned[k], v) for k, v in G.state_dict().items() if k in tuned)
