@@ -53,3 +53,38 @@ def loss_lines(run) -> list[dict]:
 
     lines = [json.loads(x) for x in (Path(run) / "logs" / "metrics.jsonl").read_text().splitlines()]
     return [x for x in lines if x.get("event") != "start"]
+
+
+def check_onnx_export(G, tmp_path, truncation: float = 0.7, atol: float = 1e-4) -> None:
+    """G's ONNX file (traced at the default batch) gives G's images on a batch of 3 with other classes."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from scalegan.export import export_onnx
+
+    G.eval()
+    path = tmp_path / "g.onnx"
+    export_onnx(G, path, truncation=truncation)
+    z, y = torch.randn(3, G.config.z_dim), torch.tensor([0, 1, 4])  # another batch size than the trace's
+    out = ort.InferenceSession(str(path)).run(None, {"z": z.numpy(), "y": y.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(out - G(z, y, truncation=truncation).numpy()).max() < atol
+
+
+def train_tiny(preset: str, npz, out, iterations: int = 3):
+    """A tiny float32 run of a StyleGAN-family preset (R1 every 2 iterations) on ``npz``, then ``scalegan.load`` of
+    it: (the loss lines, G, info); every logged G loss is finite."""
+    import math
+
+    import scalegan
+    from scalegan.training import TrainConfig, train
+
+    overrides = {k: v for k, v in tiny_overrides(preset).items() if k != "n_classes"}
+    cfg = TrainConfig.from_preset(
+        preset, data=f"npz:{npz}", out_dir=str(out), batch_size=4, iterations=iterations, log_every=1,
+        sample_every=0, ckpt_every=0, progress=False, tensorboard=False, precision="float32",
+        model_overrides=overrides, objective=dict(d_reg_interval=2))
+    train(cfg)
+    lines = loss_lines(out)
+    assert len(lines) == iterations and all(math.isfinite(x["loss_g"]) for x in lines)
+    G, info = scalegan.load(out)
+    return lines, G, info

@@ -209,18 +209,9 @@ def test_translation_equivariance_needs_the_filtered_nonlinearity():
 
 
 def test_onnx_export_matches_torch(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    from scalegan.export import export_onnx
+    from conftest import check_onnx_export
 
-    G, _ = tiny()
-    G.eval()
-    path = tmp_path / "g.onnx"
-    export_onnx(G, path, truncation=0.7)
-    z, y = torch.randn(3, G.config.z_dim), torch.tensor([0, 1, 4])  # another batch size than the trace's
-    out = ort.InferenceSession(str(path)).run(None, {"z": z.numpy(), "y": y.numpy()})[0]
-    with torch.no_grad():
-        assert np.abs(out - G(z, y, truncation=0.7).numpy()).max() < 1e-4
+    check_onnx_export(tiny()[0], tmp_path)
 
 
 def test_eval_forward_is_pure_and_training_tracks_magnitudes():
@@ -280,20 +271,10 @@ def test_config_validation():
 
 
 def test_tiny_training_run(tiny_npz, tmp_path):
-    from conftest import loss_lines
+    from conftest import train_tiny
 
-    from scalegan.training import TrainConfig, train
-
-    overrides = {k: v for k, v in tiny_overrides("stylegan3-t-fmnist").items() if k != "n_classes"}
-    cfg = TrainConfig.from_preset(
-        "stylegan3-t-fmnist", data=f"npz:{tiny_npz}", out_dir=str(tmp_path / "run"), batch_size=4, iterations=3,
-        log_every=1, sample_every=0, ckpt_every=0, progress=False, tensorboard=False, precision="float32",
-        model_overrides=overrides, objective=dict(d_reg_interval=2))
-    train(cfg)
-    lines = loss_lines(tmp_path / "run")
-    assert len(lines) == 3 and all(math.isfinite(x["loss_g"]) for x in lines)
+    lines, G, info = train_tiny("stylegan3-t-fmnist", tiny_npz, tmp_path / "run")
     assert {"loss_d_real", "loss_d_fake", "r1_penalty"} <= set().union(*lines)
-    G, info = scalegan.load(tmp_path / "run")
     assert info.family == "stylegan3"
     layer = getattr(G.synthesis, G.synthesis.layer_names[0])
     assert float(layer.magnitude_ema) != 1.0  # G_ema copied the tracked magnitudes

@@ -161,34 +161,15 @@ def test_config_validation():
 
 
 def test_onnx_export_matches_torch(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    from scalegan.export import export_onnx
+    from conftest import check_onnx_export
 
-    G, _ = tiny()
-    G.eval()
-    path = tmp_path / "g.onnx"
-    export_onnx(G, path, truncation=0.7)
-    z, y = torch.randn(3, G.config.z_dim), torch.tensor([0, 1, 4])  # another batch size than the trace's
-    out = ort.InferenceSession(str(path)).run(None, {"z": z.numpy(), "y": y.numpy()})[0]
-    with torch.no_grad():
-        assert np.abs(out - G(z, y, truncation=0.7).numpy()).max() < 1e-4
+    check_onnx_export(tiny()[0], tmp_path)
 
 
 def test_tiny_training_run(tiny_npz, tmp_path):
-    from conftest import loss_lines
+    from conftest import train_tiny
 
-    from scalegan.training import TrainConfig, train
-
-    overrides = {k: v for k, v in tiny_overrides("stylegan-xl-fmnist").items() if k != "n_classes"}
-    cfg = TrainConfig.from_preset(
-        "stylegan-xl-fmnist", data=f"npz:{tiny_npz}", out_dir=str(tmp_path / "run"), batch_size=4, iterations=3,
-        log_every=1, sample_every=0, ckpt_every=0, progress=False, tensorboard=False, precision="float32",
-        model_overrides=overrides, objective=dict(d_reg_interval=2))
-    train(cfg)
-    lines = loss_lines(tmp_path / "run")
-    assert len(lines) == 3 and all(math.isfinite(x["loss_g"]) for x in lines)
-    G, info = scalegan.load(tmp_path / "run")
+    _, G, info = train_tiny("stylegan-xl-fmnist", tiny_npz, tmp_path / "run")
     assert info.family == "stylegan-xl" and G.config.superres_stages == 1
     assert G.mapping.w_avg.abs().sum() > 0  # G_ema copied the tracked class averages
     assert scalegan.sampling.sample(G, 2, y=1, seed=0).shape == (2, 1, 32, 32)
