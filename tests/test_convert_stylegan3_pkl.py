@@ -154,6 +154,16 @@ def same_images(A, B, n: int = 3):
         assert not torch.equal(A(z, y, truncation=0.7), A(z, y))  # the checks above can tell psi apart
 
 
+def converts_back(generator_from_pickle, data: dict, cfg, G, G_ema) -> None:
+    """A read pickle's G_ema and G convert to the generators that wrote them: config, tensors and images."""
+    for weights, writer in (("G_ema", G_ema), ("G", G)):
+        converted = generator_from_pickle(data, weights)
+        assert converted.config == cfg and not converted.training
+        ours, theirs = converted.state_dict(), writer.state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+        same_images(converted, writer)
+
+
 CASES = [("t", True, 3), ("t", False, 4), ("r", True, 4), ("r", False, 3)]
 
 
@@ -175,12 +185,7 @@ def test_pickle_converts_to_the_generator_that_wrote_it(tmp_path, capsys, kind, 
     assert isinstance(recorded["last_stopband_rel"], np.ndarray) and recorded["first_stopband"] == 2 ** 2.1
     layer = data["G_ema"].state["_modules"]["synthesis"].state["_modules"][G.synthesis.layer_names[0]]
     assert layer.state["in_size"].tolist() == [int(G.synthesis.layer_names[0].split("_")[1])] * 2
-    for weights, writer in (("G_ema", G_ema), ("G", G)):
-        converted = generator_from_pickle(data, weights)
-        assert converted.config == cfg and not converted.training
-        ours, theirs = converted.state_dict(), writer.state_dict()
-        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-        same_images(converted, writer)
+    converts_back(generator_from_pickle, data, cfg, G, G_ema)
     assert not marker.exists() and capsys.readouterr() == ("", "")  # module_src never ran
 
 

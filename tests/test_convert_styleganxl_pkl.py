@@ -20,7 +20,7 @@ import types
 import pytest
 import torch
 from test_convert_stylegan2_pkl import EasyDict, Evil, Persistent, module_src, nvlabs_modules
-from test_convert_stylegan3_pkl import record_generator
+from test_convert_stylegan3_pkl import converts_back, record_generator, same_images
 
 import scalegan
 from scalegan.convert import ConvertError, convert, detect_format
@@ -175,16 +175,6 @@ def globals_of(raw: bytes) -> set[str]:
     return out
 
 
-def same_images(A, B, n: int = 3):
-    cfg = A.config
-    z = torch.randn(n, cfg.z_dim, generator=torch.Generator().manual_seed(1))
-    y = torch.arange(n) % cfg.n_classes if cfg.n_classes else None
-    with torch.no_grad():
-        for psi in (None, 0.7):
-            assert torch.equal(A(z, y, truncation=psi), B(z, y, truncation=psi)), psi
-        assert not torch.equal(A(z, y, truncation=0.7), A(z, y))
-
-
 CASES = [(16, True), (32, True), (64, False)]
 
 
@@ -201,12 +191,7 @@ def test_dill_pickle_converts_to_the_generator_that_wrote_it(tmp_path, capsys, r
     data = read_xl_pickle(path)
     assert data["G_ema"].class_name == ("SuperresGenerator" if cfg.superres_stages else "Generator")
     assert data["D"].class_name == "pg_modules.discriminator.ProjectedDiscriminator"
-    for weights, writer in (("G_ema", G_ema), ("G", G)):
-        converted = generator_from_pickle(data, weights)
-        assert converted.config == cfg and not converted.training
-        ours, theirs = converted.state_dict(), writer.state_dict()
-        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-        same_images(converted, writer)
+    converts_back(generator_from_pickle, data, cfg, G, G_ema)
     assert not marker.exists() and capsys.readouterr() == ("", "")  # module_src never ran
 
 
