@@ -5,6 +5,7 @@ cross-replica batch norm under torchrun, and standing statistics for the saved g
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -95,9 +96,11 @@ class BigGANObjective(Objective):
             self.phases += (Phase("Dreg", "D", interval=config.d_reg_interval),)
         self.d_loss, self.g_loss = LOSSES[config.loss]
         self.lecam = LeCam(config.lecam, config.lecam_decay) if config.lecam else None
-        if config.class_loss and getattr(nets.D, "embed", None) is None:
-            raise ValueError("class_loss needs a class-conditional model (n_classes > 0); set class_loss=0")
-        self.classes = config.class_loss > 0
+        conditional = getattr(nets.D, "embed", None) is not None
+        if config.class_loss and not conditional:  # a preset's default on unlabelled data: nothing to classify
+            print(f"scalegan train: class_loss {config.class_loss} is off: the model is unconditional",
+                  file=sys.stderr)
+        self.classes = config.class_loss > 0 and conditional
         accumulate = ctx.accumulation > 1
         self.power_iteration = {"D": PowerIterationPerStep(nets.D, nets.G, enabled=accumulate),
                                 "G": PowerIterationPerStep(nets.G, nets.D, enabled=accumulate)}
